@@ -1,0 +1,10 @@
+"""resshift-cli: a command-line image upscaler built on ResShift (Yue et al., NeurIPS 2023)."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("resshift-cli")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0.0.0+unknown"

@@ -1,0 +1,43 @@
+"""The root Typer app, its global options and the console entry point."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from resshift_cli import __version__
+from resshift_cli.cli import models
+from resshift_cli.cli.errors import set_debug
+
+app = typer.Typer(
+    name="resshift",
+    help="Upscale images ×4 with ResShift, a residual-shifting diffusion model (Yue et al., NeurIPS 2023).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(models.app)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"resshift-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Show the version and exit."),
+    ] = False,
+) -> None:
+    """Upscale images ×4 with ResShift."""
+    set_debug(debug)
+
+
+def main() -> None:
+    """Console entry point (`resshift`)."""
+    app()

@@ -1,0 +1,58 @@
+"""Turning library exceptions into one-line messages and exit codes, for every command."""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
+
+import typer
+
+from resshift_cli.errors import ResshiftError
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+EXIT_INTERRUPTED = 130
+
+
+class _DebugState:
+    """Whether tracebacks are wanted: `--debug` on the command line or `RESSHIFT_DEBUG=1`."""
+
+    enabled = False
+
+
+def set_debug(enabled: bool) -> None:
+    _DebugState.enabled = enabled or _DebugState.enabled
+
+
+def debug_enabled() -> bool:
+    return _DebugState.enabled or os.environ.get("RESSHIFT_DEBUG", "") not in ("", "0")
+
+
+def error_line(message: str) -> None:
+    """Print `error: <message>` as one line on stderr."""
+    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+
+
+def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
+    """Decorate a Typer command so a `ResshiftError` becomes one stderr line and its exit code."""
+
+    @functools.wraps(command)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return command(*args, **kwargs)
+        except ResshiftError as err:
+            if debug_enabled():
+                raise
+            error_line(str(err))
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            if debug_enabled():
+                raise
+            error_line("interrupted")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    return wrapper

@@ -1,0 +1,75 @@
+"""Device selection (CUDA → MPS → CPU), precision policy and the seeded noise generator."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import torch
+
+from resshift_cli.errors import DeviceError, UsageError
+
+DEVICE_ENV = "RESSHIFT_DEVICE"
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def resolve_device(name: str | None = None) -> torch.device:
+    """`auto` (None: `$RESSHIFT_DEVICE`, else auto) → CUDA, then MPS, then CPU; explicit names are checked."""
+    name = (name or os.environ.get(DEVICE_ENV) or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        return torch.device("mps" if mps_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    _check_available(device)
+    return device
+
+
+def _check_available(device: torch.device) -> None:
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                "CUDA was requested but is not available (no GPU, or a CPU-only torch); try --device cpu"
+            )
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise DeviceError(f"{device} does not exist: {torch.cuda.device_count()} CUDA device(s) found")
+    elif device.type == "mps" and not mps_available():
+        raise DeviceError("MPS was requested but is not available; try --device cpu")
+    elif device.type not in ("cpu", "cuda", "mps"):
+        raise UsageError(f"unsupported device {device}; use auto, cpu, cuda, cuda:N or mps")
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """`auto` → bf16 on CUDA with bf16 support, else fp16 on CUDA; fp32 on MPS and CPU."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return _DTYPES[precision]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.float32
+
+
+@contextlib.contextmanager
+def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
+    """Mixed precision for matmuls and convolutions when `dtype` is not float32; a no-op otherwise."""
+    if dtype == torch.float32:
+        yield
+        return
+    with torch.autocast(device_type=device.type, dtype=dtype):
+        yield
+
+
+def generator(seed: int) -> torch.Generator:
+    """A CPU generator seeded with `seed`: noise is drawn on the CPU, then moved (one image on every device)."""
+    return torch.Generator(device="cpu").manual_seed(seed)

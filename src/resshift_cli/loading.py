@@ -1,0 +1,189 @@
+"""Model folders ↔ modules: strict key/shape checking, safetensors only, a descriptor as the result.
+
+A model folder holds `config.json`, `unet.safetensors` and `autoencoder.safetensors` (official key names,
+float32 or float16 on disk, loaded into float32).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from resshift_cli.config import CONFIG_FILE_NAME, AutoencoderConfig, ModelConfig, UNetConfig
+from resshift_cli.errors import ModelError
+from resshift_cli.nets.swin import SwinTransformerBlock, WindowAttention
+from resshift_cli.nets.unet import UNetModelSwin
+from resshift_cli.nets.vqgan import VQModelTorch
+
+CONFIG_FILE = CONFIG_FILE_NAME
+UNET_FILE = "unet.safetensors"
+AUTOENCODER_FILE = "autoencoder.safetensors"
+RECOMPUTED = ("relative_position_index", "attn_mask")
+"""Buffers we rebuild ourselves; copies found in a file are ignored."""
+
+_MAX_LISTED = 6
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-run model: its config, both networks in eval mode, and where it came from."""
+
+    config: ModelConfig
+    unet: UNetModelSwin
+    autoencoder: VQModelTorch
+    folder: Path
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def scale(self) -> int:
+        return self.config.scale
+
+    def to(self, device: torch.device | str) -> LoadedModel:
+        """Move both networks (in place) and return self."""
+        self.unet.to(device)
+        self.autoencoder.to(device)
+        return self
+
+
+def is_recomputed(key: str) -> bool:
+    """Whether `key` names a buffer that we rebuild instead of loading."""
+    return key.rsplit(".", 1)[-1] in RECOMPUTED
+
+
+def _expected_shapes(module: nn.Module) -> dict[str, tuple[int, ...]]:
+    return {k: tuple(v.shape) for k, v in module.state_dict().items() if not is_recomputed(k)}
+
+
+def _listed(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_MAX_LISTED])
+    return shown + (f" (+{len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else "")
+
+
+def check_state_dict(module: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """Raise `ModelError` naming missing, unexpected and mis-shaped keys of `state` for `module`."""
+    expected = _expected_shapes(module)
+    given = {k: tuple(v.shape) for k, v in state.items() if not is_recomputed(k)}
+    problems = []
+    if missing := sorted(expected.keys() - given.keys()):
+        problems.append(f"missing {_listed(missing)}")
+    if unexpected := sorted(given.keys() - expected.keys()):
+        problems.append(f"unexpected {_listed(unexpected)}")
+    if misshaped := sorted(k for k in expected.keys() & given.keys() if expected[k] != given[k]):
+        detail = [f"{k} {given[k]} (expected {expected[k]})" for k in misshaped]
+        problems.append(f"mis-shaped {_listed(detail)}")
+    if problems:
+        raise ModelError(f"{source}: weights do not match the architecture: {'; '.join(problems)}")
+
+
+def _meta_networks(config: ModelConfig) -> tuple[UNetModelSwin, VQModelTorch]:
+    """Both networks with parameters on the meta device (no memory, no random init)."""
+    with torch.device("meta"):
+        return UNetModelSwin(config.unet), VQModelTorch(config.autoencoder)
+
+
+def check_state_dicts(
+    config: ModelConfig,
+    unet_state: Mapping[str, Tensor],
+    autoencoder_state: Mapping[str, Tensor],
+    source: str,
+) -> None:
+    """Check both state dicts against the architecture `config` describes (`ModelError` on mismatch)."""
+    unet, autoencoder = _meta_networks(config)
+    check_state_dict(unet, unet_state, f"{source} (unet)")
+    check_state_dict(autoencoder, autoencoder_state, f"{source} (autoencoder)")
+
+
+def read_weights(path: Path) -> dict[str, Tensor]:
+    """Read a safetensors file into CPU tensors; a missing or corrupt file is a `ModelError`."""
+    if not path.is_file():
+        raise ModelError(f"{path}: missing (model folders need {UNET_FILE} and {AUTOENCODER_FILE})")
+    try:
+        return load_file(path, device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise ModelError(f"{path}: not a valid safetensors file (truncated or corrupt?): {err}") from None
+
+
+def _float32(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items() if not is_recomputed(k)}
+
+
+def _materialise(module: nn.Module, state: Mapping[str, Tensor]) -> None:
+    """Assign `state` (already checked) to a meta-device module and rebuild the recomputed buffers."""
+    module.load_state_dict(_float32(state), strict=False, assign=True)
+    for child in module.modules():
+        if isinstance(child, (WindowAttention, SwinTransformerBlock)):
+            child.rebuild_buffers("cpu")
+    module.eval().requires_grad_(False)
+
+
+def build_model(
+    config: ModelConfig,
+    unet_state: Mapping[str, Tensor],
+    autoencoder_state: Mapping[str, Tensor],
+    folder: Path,
+    source: str,
+) -> LoadedModel:
+    """Networks from checked state dicts, in float32 on the CPU."""
+    check_state_dicts(config, unet_state, autoencoder_state, source)
+    unet, autoencoder = _meta_networks(config)
+    _materialise(unet, unet_state)
+    _materialise(autoencoder, autoencoder_state)
+    return LoadedModel(config=config, unet=unet, autoencoder=autoencoder, folder=folder)
+
+
+def load_model(folder: Path, device: torch.device | str = "cpu") -> LoadedModel:
+    """Load a model folder strictly; any problem is a `ModelError` naming the file and the reason."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelError(
+            f"{folder}: not a model folder (expected {CONFIG_FILE}, {UNET_FILE}, {AUTOENCODER_FILE})"
+        )
+    config = ModelConfig.read(folder / CONFIG_FILE)
+    unet_state = read_weights(folder / UNET_FILE)
+    autoencoder_state = read_weights(folder / AUTOENCODER_FILE)
+    return build_model(config, unet_state, autoencoder_state, folder, str(folder)).to(device)
+
+
+def _save(state: Mapping[str, Tensor], path: Path, config: ModelConfig, dtype: torch.dtype | None) -> None:
+    tensors = {
+        k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
+        for k, v in state.items()
+    }
+    partial = path.with_name(path.name + ".partial")
+    save_file(tensors, partial, metadata={"format": "pt", "resshift_config": config.to_json()})
+    os.replace(partial, path)
+
+
+def write_model_folder(
+    folder: Path,
+    config: ModelConfig,
+    unet_state: Mapping[str, Tensor],
+    autoencoder_state: Mapping[str, Tensor],
+    dtype: torch.dtype | None = None,
+) -> None:
+    """Write a model folder (checked first); `dtype` casts floating tensors, None keeps them as given.
+
+    The recomputed buffers are written too when present, so the files also load in the official code.
+    """
+    check_state_dicts(config, unet_state, autoencoder_state, str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    _save(unet_state, folder / UNET_FILE, config, dtype)
+    _save(autoencoder_state, folder / AUTOENCODER_FILE, config, dtype)
+    (folder / CONFIG_FILE).write_text(config.to_json() + "\n", encoding="utf-8")
+
+
+def networks(unet: UNetConfig, autoencoder: AutoencoderConfig) -> tuple[UNetModelSwin, VQModelTorch]:
+    """Randomly initialised networks in eval mode (benchmarks: cost does not depend on the values)."""
+    return UNetModelSwin(unet).eval().requires_grad_(False), VQModelTorch(autoencoder).eval().requires_grad_(
+        False
+    )

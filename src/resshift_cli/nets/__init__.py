@@ -1,0 +1,1 @@
+"""Networks of ResShift, written from the specification with the official parameter names."""

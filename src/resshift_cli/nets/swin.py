@@ -1,0 +1,197 @@
+"""Swin transformer layers of the ResShift denoiser, NCHW throughout (spec §4.4).
+
+Quirks of the released weights reproduced here: GroupNorm (not LayerNorm) inside the blocks, no residual
+around a whole `BasicLayer`, unshifted blocks when the nominal resolution is not larger than the window, and
+the attention mask of shifted blocks computed for the actual input size with the official row-only,
+transposed labelling.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from resshift_cli.nets.layers import GroupNorm32
+
+MASKED = -100.0
+"""Logit offset between tokens of different shifted regions (as upstream)."""
+
+
+def window_partition(x: Tensor, window: int) -> Tensor:
+    """(B, H, W, C) → (B·nW, window², C), windows row-major over the grid, tokens row-major inside."""
+    b, h, w, c = x.shape
+    x = x.view(b, h // window, window, w // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window * window, c)
+
+
+def window_reverse(windows: Tensor, window: int, height: int, width: int) -> Tensor:
+    """(B·nW, window², C) → (B, H, W, C); the inverse of `window_partition`."""
+    c = windows.shape[-1]
+    x = windows.view(-1, height // window, width // window, window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, height, width, c)
+
+
+def relative_position_index(window: int) -> Tensor:
+    """(window², window²) int64 index into the (2·window−1)² bias table (standard Swin formula)."""
+    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
+    return rel[:, :, 0] * (2 * window - 1) + rel[:, :, 1]
+
+
+@functools.lru_cache(maxsize=64)
+def shifted_window_mask(
+    height: int, width: int, window: int, shift: int, device: torch.device | None = None
+) -> Tensor:
+    """(nW, window², window²) float32 additive mask of a shifted block, as the released weights expect it.
+
+    Cached per size and device.
+
+    Upstream labels image *rows* only (columns are never separated) and reads the labels back with the
+    in-window token order transposed: token k of window n (window-grid row r) gets the label of image row
+    window·r + (k mod window). Labels: 0 for rows < H − window, 1 for rows < H − shift, else 2.
+    Tokens with different labels get `MASKED` (−100) added to their logits.
+    """
+    cpu = torch.device("cpu")  # explicit, so a meta-device construction context never reaches the cache
+    rows = torch.arange(height, device=cpu)
+    row_label = (rows >= height - window).long() + (rows >= height - shift).long()
+    token = torch.arange(window * window, device=cpu) % window
+    grid_rows = torch.arange(height // window, device=cpu)
+    labels = row_label[window * grid_rows[:, None] + token[None, :]]  # (H/window, window²)
+    labels = labels.repeat_interleave(width // window, dim=0)  # (nW, window²), windows row-major
+    differs = labels[:, :, None] != labels[:, None, :]
+    return (differs.float() * MASKED).to(device)
+
+
+class WindowAttention(nn.Module):
+    """Multi-head self-attention inside 8×8 windows with a learned relative-position bias."""
+
+    def __init__(self, dim: int, window: int, heads: int) -> None:
+        super().__init__()
+        self.window = window
+        self.heads = heads
+        self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window - 1) ** 2, heads))
+        self.register_buffer("relative_position_index", relative_position_index(window))
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def rebuild_buffers(self, device: torch.device | str) -> None:
+        """Recompute the (non-learned) relative-position index on `device`."""
+        self.relative_position_index = relative_position_index(self.window).to(device)
+
+    def position_bias(self) -> Tensor:
+        """(heads, window², window²) bias gathered from the table."""
+        n = self.window * self.window
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)]
+        return bias.view(n, n, self.heads).permute(2, 0, 1)
+
+    def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """x: (B·nW, N, C) window tokens; mask: (nW, N, N) additive or None → (B·nW, N, C)."""
+        bw, n, c = x.shape
+        q, k, v = self.qkv(x).view(bw, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        bias = self.position_bias().to(q.dtype)  # (heads, N, N)
+        if mask is None:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        else:
+            windows = mask.shape[0]
+            grouped = (t.reshape(bw // windows, windows, *t.shape[1:]) for t in (q, k, v))
+            bias = bias + mask.to(q.dtype).unsqueeze(1)  # (nW, heads, N, N), broadcast over images
+            out = F.scaled_dot_product_attention(*grouped, attn_mask=bias).flatten(0, 1)
+        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+
+
+class Mlp(nn.Module):
+    """Conv1×1 → GELU (exact) → Conv1×1 on (B, C, H, W)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Conv2d(dim, hidden, 1)
+        self.act = nn.GELU()
+        self.fc2 = nn.Conv2d(hidden, dim, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SwinTransformerBlock(nn.Module):
+    """One (shifted-)window attention block with GroupNorm, on (B, C, H, W); H and W multiples of window."""
+
+    def __init__(
+        self, dim: int, heads: int, window: int, shift: int, nominal_size: int, mlp_ratio: float
+    ) -> None:
+        super().__init__()
+        if nominal_size <= window:
+            window, shift = nominal_size, 0
+        self.window = window
+        self.shift = shift
+        self.nominal_size = nominal_size
+        self.norm1 = GroupNorm32(32, dim)
+        self.attn = WindowAttention(dim, window, heads)
+        self.norm2 = GroupNorm32(32, dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio))
+        if shift > 0:
+            self.register_buffer(
+                "attn_mask", shifted_window_mask(nominal_size, nominal_size, window, shift).clone()
+            )
+
+    def rebuild_buffers(self, device: torch.device | str) -> None:
+        """Recompute the stored nominal-size mask on `device` (`forward` never uses it, see module doc)."""
+        if self.shift > 0:
+            size = self.nominal_size
+            self.attn_mask = shifted_window_mask(size, size, self.window, self.shift).to(device, copy=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) → (B, C, H, W)."""
+        _, _, h, w = x.shape
+        y = self.norm1(x).permute(0, 2, 3, 1)  # B, H, W, C
+        mask = None
+        if self.shift > 0:
+            y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
+            mask = shifted_window_mask(h, w, self.window, self.shift, x.device)
+        y = window_reverse(self.attn(window_partition(y, self.window), mask), self.window, h, w)
+        if self.shift > 0:
+            y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
+        x = x + y.permute(0, 3, 1, 2)
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchProjection(nn.Module):
+    """A 1×1 convolution between the UNet width and the Swin width (`patch_embed` / `patch_unembed`)."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(c_in, c_out, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(x)
+
+
+class BasicLayer(nn.Module):
+    """`patch_embed` → `depth` Swin blocks (alternately shifted) → `patch_unembed`; no outer residual."""
+
+    def __init__(
+        self,
+        channels: int,
+        embed_dim: int,
+        heads: int,
+        depth: int,
+        window: int,
+        nominal_size: int,
+        mlp_ratio: float,
+    ) -> None:
+        super().__init__()
+        self.patch_embed = PatchProjection(channels, embed_dim)
+        self.patch_unembed = PatchProjection(embed_dim, channels)
+        self.blocks = nn.ModuleList(
+            SwinTransformerBlock(embed_dim, heads, window, (i % 2) * (window // 2), nominal_size, mlp_ratio)
+            for i in range(depth)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, channels, H, W) → (B, channels, H, W)."""
+        x = self.patch_embed(x)
+        for block in self.blocks:
+            x = block(x)
+        return self.patch_unembed(x)

@@ -1,0 +1,156 @@
+"""The Swin-UNet denoiser f_θ(x_t, t, y₀) of ResShift (`UNetModelSwin`, spec §4).
+
+It predicts x₀ directly (paper Eq. 8 with the x₀-parameterisation). Parameter names follow the released
+checkpoints, so their state dicts load without renaming.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from resshift_cli.config import UNetConfig
+from resshift_cli.errors import ModelError
+from resshift_cli.nets.layers import GroupNorm32, timestep_embedding
+from resshift_cli.nets.swin import BasicLayer
+
+
+class ResBlock(nn.Module):
+    """Residual block with scale-shift conditioning on the step embedding (improved-diffusion style)."""
+
+    def __init__(self, c_in: int, c_out: int, emb_dim: int) -> None:
+        super().__init__()
+        self.in_layers = nn.Sequential(GroupNorm32(32, c_in), nn.SiLU(), nn.Conv2d(c_in, c_out, 3, padding=1))
+        self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * c_out))
+        self.out_layers = nn.Sequential(
+            GroupNorm32(32, c_out), nn.SiLU(), nn.Dropout(0.0), nn.Conv2d(c_out, c_out, 3, padding=1)
+        )
+        self.skip_connection = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        """x: (B, c_in, H, W), emb: (B, emb_dim) → (B, c_out, H, W)."""
+        h = self.in_layers(x)
+        scale, shift = self.emb_layers(emb).type(h.dtype)[:, :, None, None].chunk(2, dim=1)
+        norm, rest = self.out_layers[0], self.out_layers[1:]
+        h = rest(norm(h) * (1 + scale) + shift)
+        return self.skip_connection(x) + h
+
+
+class Downsample(nn.Module):
+    """Stride-2 3×3 convolution (`.op`)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.op = nn.Conv2d(channels, channels, 3, stride=2, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.op(x)
+
+
+class Upsample(nn.Module):
+    """Nearest ×2 then a 3×3 convolution (`.conv`)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class TimestepEmbedSequential(nn.Sequential):
+    """A sequence of layers where ResBlocks also receive the step embedding."""
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:  # type: ignore[override]
+        for layer in self:
+            x = layer(x, emb) if isinstance(layer, ResBlock) else layer(x)
+        return x
+
+
+class UNetModelSwin(nn.Module):
+    """x₀-predicting Swin-UNet: (B, 3, H, W) scaled latent + (B, 3, H, W) LR in [−1, 1] → (B, 3, H, W).
+
+    H and W must be multiples of 64 (three halvings and 8×8 windows at the lowest level).
+    """
+
+    def __init__(self, config: UNetConfig) -> None:
+        super().__init__()
+        if config.lq_size != config.image_size or config.cond_mask or not config.cond_lq:
+            raise ModelError(
+                "only LR-conditioned super-resolution UNets (lq_size == image_size) are supported"
+            )
+        self.config = config
+        mc = config.model_channels
+        emb_dim = 4 * mc
+        self.time_embed = nn.Sequential(nn.Linear(mc, emb_dim), nn.SiLU(), nn.Linear(emb_dim, emb_dim))
+        self.input_blocks, skips = self._input_blocks(config, emb_dim)
+        width = mc * config.channel_mult[-1]
+        lowest = config.image_size // 2 ** (len(config.channel_mult) - 1)
+        self.middle_block = TimestepEmbedSequential(
+            ResBlock(width, width, emb_dim), self._swin(width, lowest), ResBlock(width, width, emb_dim)
+        )
+        self.output_blocks = self._output_blocks(config, emb_dim, skips)
+        self.out = nn.Sequential(
+            GroupNorm32(32, mc), nn.SiLU(), nn.Conv2d(mc, config.out_channels, 3, padding=1)
+        )
+
+    def _swin(self, channels: int, nominal_size: int) -> BasicLayer:
+        c = self.config
+        heads = c.swin_embed_dim // c.num_head_channels
+        return BasicLayer(
+            channels, c.swin_embed_dim, heads, c.swin_depth, c.window_size, nominal_size, c.mlp_ratio
+        )
+
+    def _with_swin(self, layers: list[nn.Module], channels: int, ds: int) -> list[nn.Module]:
+        size = self.config.image_size // ds
+        return [*layers, self._swin(channels, size)] if size in self.config.attention_resolutions else layers
+
+    def _input_blocks(self, c: UNetConfig, emb_dim: int) -> tuple[nn.ModuleList, list[int]]:
+        """Encoder half; returns the blocks and the channel count of every skip they push."""
+        ch = c.model_channels
+        blocks = [TimestepEmbedSequential(nn.Conv2d(c.in_channels * 2, ch, 3, padding=1))]
+        skips, ds = [ch], 1
+        for level, mult in enumerate(c.channel_mult):
+            for i in range(c.num_res_blocks[level]):
+                layers: list[nn.Module] = [ResBlock(ch, mult * c.model_channels, emb_dim)]
+                ch = mult * c.model_channels
+                blocks.append(
+                    TimestepEmbedSequential(*(self._with_swin(layers, ch, ds) if i == 0 else layers))
+                )
+                skips.append(ch)
+            if level != len(c.channel_mult) - 1:
+                blocks.append(TimestepEmbedSequential(Downsample(ch)))
+                skips.append(ch)
+                ds *= 2
+        return nn.ModuleList(blocks), skips
+
+    def _output_blocks(self, c: UNetConfig, emb_dim: int, skips: list[int]) -> nn.ModuleList:
+        """Decoder half, consuming the skips in reverse."""
+        ch = c.model_channels * c.channel_mult[-1]
+        ds = 2 ** (len(c.channel_mult) - 1)
+        blocks = []
+        for level, mult in reversed(list(enumerate(c.channel_mult))):
+            for i in range(c.num_res_blocks[level] + 1):
+                layers: list[nn.Module] = [ResBlock(ch + skips.pop(), mult * c.model_channels, emb_dim)]
+                ch = mult * c.model_channels
+                if i == 0:
+                    layers = self._with_swin(layers, ch, ds)
+                if level and i == c.num_res_blocks[level]:
+                    layers.append(Upsample(ch))
+                    ds //= 2
+                blocks.append(TimestepEmbedSequential(*layers))
+        return nn.ModuleList(blocks)
+
+    def forward(self, x: Tensor, t: Tensor, lq: Tensor) -> Tensor:
+        """x: (B, 3, H, W) scaled x_t; t: (B,) int64 step index; lq: (B, 3, H, W) LR in [−1, 1] → x̂₀."""
+        emb = self.time_embed(timestep_embedding(t, self.config.model_channels))
+        h = torch.cat([x, lq], dim=1).float()
+        stack: list[Tensor] = []
+        for block in self.input_blocks:
+            h = block(h, emb)
+            stack.append(h)
+        h = self.middle_block(h, emb)
+        for block in self.output_blocks:
+            h = block(torch.cat([h, stack.pop()], dim=1), emb)
+        return self.out(h.type(x.dtype))

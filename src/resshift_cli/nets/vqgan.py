@@ -1,0 +1,238 @@
+"""The VQ-f4 autoencoder (CompVis LDM first stage, `VQModelTorch`, spec §5).
+
+ResShift runs its diffusion in this autoencoder's latent space: encode without quantisation, decode with
+quantisation to the nearest codebook entry.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from resshift_cli.config import AutoencoderConfig, DDConfig
+from resshift_cli.errors import ModelError
+
+QUANTIZE_CHUNK = 16384
+"""Latent positions per nearest-code search, bounding its (chunk, n_embed) distance matrix."""
+
+
+def normalize(channels: int) -> nn.GroupNorm:
+    """GroupNorm with 32 groups and eps 1e-6 (LDM `Normalize`)."""
+    return nn.GroupNorm(32, channels, eps=1e-6, affine=True)
+
+
+class ResnetBlock(nn.Module):
+    """norm → swish → conv → norm → swish → conv, plus a 1×1 `nin_shortcut` when widths differ."""
+
+    def __init__(self, c_in: int, c_out: int) -> None:
+        super().__init__()
+        self.norm1 = normalize(c_in)
+        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.norm2 = normalize(c_out)
+        self.dropout = nn.Dropout(0.0)
+        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        if c_in != c_out:
+            self.nin_shortcut = nn.Conv2d(c_in, c_out, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, c_in, H, W) → (B, c_out, H, W)."""
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        shortcut = self.nin_shortcut(x) if hasattr(self, "nin_shortcut") else x
+        return shortcut + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over all H·W positions, with a residual (mid-block only)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = normalize(channels)
+        self.q = nn.Conv2d(channels, channels, 1)
+        self.k = nn.Conv2d(channels, channels, 1)
+        self.v = nn.Conv2d(channels, channels, 1)
+        self.proj_out = nn.Conv2d(channels, channels, 1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) → (B, C, H, W); fused attention, so memory stays linear in H·W."""
+        b, c, h, w = x.shape
+        y = self.norm(x)
+        q, k, v = (
+            layer(y).reshape(b, 1, c, h * w).transpose(2, 3).contiguous()
+            for layer in (self.q, self.k, self.v)
+        )
+        out = F.scaled_dot_product_attention(q, k, v)  # (B, 1, H·W, C)
+        return x + self.proj_out(out.transpose(2, 3).reshape(b, c, h, w))
+
+
+class Downsample(nn.Module):
+    """Zero-pad right/bottom by one, then a stride-2 3×3 convolution without padding."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, stride=2)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample(nn.Module):
+    """Nearest ×2 then a 3×3 convolution."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+class Level(nn.Module):
+    """One resolution level: ResnetBlocks (`block`), optional resampling (`downsample`/`upsample`)."""
+
+    def __init__(self, widths: list[int], resample: nn.Module | None, name: str) -> None:
+        super().__init__()
+        self.block = nn.ModuleList(ResnetBlock(a, b) for a, b in itertools.pairwise(widths))
+        if resample is not None:
+            setattr(self, name, resample)
+        self.resample_name = name
+
+    def forward(self, x: Tensor) -> Tensor:
+        for block in self.block:
+            x = block(x)
+        resample = getattr(self, self.resample_name, None)
+        return x if resample is None else resample(x)
+
+
+class Mid(nn.Module):
+    """ResnetBlock → AttnBlock → ResnetBlock at the lowest resolution."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.block_1 = ResnetBlock(channels, channels)
+        self.attn_1 = AttnBlock(channels)
+        self.block_2 = ResnetBlock(channels, channels)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.block_2(self.attn_1(self.block_1(x)))
+
+
+class Encoder(nn.Module):
+    """(B, 3, H, W) in [−1, 1] → (B, z_channels, H/f, W/f), f = 2^(levels−1)."""
+
+    def __init__(self, c: DDConfig) -> None:
+        super().__init__()
+        if c.attn_resolutions:
+            raise ModelError("autoencoders with attention inside their levels are not supported")
+        widths = [c.ch * m for m in (1, *c.ch_mult)]
+        self.conv_in = nn.Conv2d(c.in_channels, c.ch, 3, padding=1)
+        last = len(c.ch_mult) - 1
+        self.down = nn.ModuleList(
+            Level(
+                [widths[i]] + [widths[i + 1]] * c.num_res_blocks,
+                Downsample(widths[i + 1]) if i != last else None,
+                "downsample",
+            )
+            for i in range(len(c.ch_mult))
+        )
+        self.mid = Mid(widths[-1])
+        self.norm_out = normalize(widths[-1])
+        self.conv_out = nn.Conv2d(widths[-1], c.z_channels * (2 if c.double_z else 1), 3, padding=1)
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.conv_in(x)
+        for level in self.down:
+            h = level(h)
+        return self.conv_out(F.silu(self.norm_out(self.mid(h))))
+
+
+class Decoder(nn.Module):
+    """(B, z_channels, h, w) → (B, out_ch, f·h, f·w), no output non-linearity."""
+
+    def __init__(self, c: DDConfig) -> None:
+        super().__init__()
+        top = c.ch * c.ch_mult[-1]
+        self.conv_in = nn.Conv2d(c.z_channels, top, 3, padding=1)
+        self.mid = Mid(top)
+        inputs = [c.ch * m for m in c.ch_mult[1:]] + [top]  # width entering each level (processed top-down)
+        self.up = nn.ModuleList(
+            Level(
+                [inputs[i]] + [c.ch * c.ch_mult[i]] * (c.num_res_blocks + 1),
+                Upsample(c.ch * c.ch_mult[i]) if i != 0 else None,
+                "upsample",
+            )
+            for i in range(len(c.ch_mult))
+        )
+        self.norm_out = normalize(c.ch * c.ch_mult[0])
+        self.conv_out = nn.Conv2d(c.ch * c.ch_mult[0], c.out_ch, 3, padding=1)
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.mid(self.conv_in(z))
+        for level in reversed(self.up):
+            h = level(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-codebook quantisation with the straight-through expression z + (e − z) (spec §5.3)."""
+
+    def __init__(self, n_embed: int, embed_dim: int) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(n_embed, embed_dim)
+
+    def indices(self, z: Tensor) -> Tensor:
+        """(B, C, H, W) → (B·H·W,) int64 index of the nearest code, positions in b, h, w order."""
+        flat = z.permute(0, 2, 3, 1).reshape(-1, z.shape[1])
+        codes = self.embedding.weight
+        code_norms = torch.sum(codes**2, dim=1)
+        return torch.cat(
+            [
+                torch.argmin(
+                    torch.sum(part**2, dim=1, keepdim=True)
+                    + code_norms
+                    - 2 * torch.einsum("bd,dn->bn", part, codes.t()),
+                    dim=1,
+                )
+                for part in flat.split(QUANTIZE_CHUNK)
+            ]
+        )
+
+    def forward(self, z: Tensor) -> Tensor:
+        """(B, C, H, W) → (B, C, H, W) snapped to the codebook."""
+        b, c, h, w = z.shape
+        e = self.embedding(self.indices(z)).view(b, h, w, c).permute(0, 3, 1, 2)
+        return z + (e - z)
+
+
+class VQModelTorch(nn.Module):
+    """Encoder + quant_conv → latent; quantize + post_quant_conv + decoder → image."""
+
+    def __init__(self, config: AutoencoderConfig) -> None:
+        super().__init__()
+        dd = config.ddconfig
+        self.config = config
+        self.encoder = Encoder(dd)
+        self.decoder = Decoder(dd)
+        self.quantize = VectorQuantizer(config.n_embed, config.embed_dim)
+        self.quant_conv = nn.Conv2d(dd.z_channels, config.embed_dim, 1)
+        self.post_quant_conv = nn.Conv2d(config.embed_dim, dd.z_channels, 1)
+
+    @property
+    def factor(self) -> int:
+        """Spatial down-sampling factor of the latent (4 for f4)."""
+        return 2 ** (len(self.config.ddconfig.ch_mult) - 1)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """(B, 3, H, W) in [−1, 1] → (B, embed_dim, H/f, W/f) latent, not quantised."""
+        return self.quant_conv(self.encoder(x))
+
+    def decode(self, z: Tensor) -> Tensor:
+        """(B, embed_dim, h, w) latent → (B, 3, f·h, f·w), roughly in [−1, 1] (not clamped)."""
+        return self.decoder(self.post_quant_conv(self.quantize(z)))
+
+    def decode_without_quantization(self, z: Tensor) -> Tensor:
+        """Decode skipping the codebook snap (used to check the decoder in isolation)."""
+        return self.decoder(self.post_quant_conv(z))
