@@ -3,26 +3,47 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from resshift_cli.devices import autocast, generator
+from resshift_cli.errors import DeviceError
+from resshift_cli.images import Picture, with_pixels
 from resshift_cli.loading import LoadedModel
-from resshift_cli.sampler import StepInfo, sample
+from resshift_cli.sampler import Denoiser, sample
 from resshift_cli.schedule import make_schedule
+from resshift_cli.tiling import Tile, official_tiles, plan_tiles, tiled_map
 
 DEFAULT_SEED = 12345
 
 
+DEFAULT_TILE = 256
+DEFAULT_TILE_OVERLAP = 64
+DEFAULT_TILE_BATCH = 4
+MIN_TILE = 64
+VAE_CONTEXT = 16
+"""LR (= latent) pixels of extra context each autoencoder tile reads and discards."""
+
+
 @dataclass(frozen=True)
 class UpscaleOptions:
-    """How to run one image: the noise seed and the autocast dtype (float32 = exact path)."""
+    """How to run one image.
+
+    seed: noise seed (CPU generator). dtype: autocast dtype (float32 = the exact path).
+    tile: tile side in LR pixels, a multiple of 64, or 0 for the whole image at once.
+    tile_overlap: LR pixels shared by neighbouring tiles. tile_batch: tiles per network call.
+    official_tiling: reproduce the official script's chop (independent chains, equal-weight average).
+    """
 
     seed: int = DEFAULT_SEED
     dtype: torch.dtype = torch.float32
+    tile: int = DEFAULT_TILE
+    tile_overlap: int = DEFAULT_TILE_OVERLAP
+    tile_batch: int = DEFAULT_TILE_BATCH
+    official_tiling: bool = False
 
 
 @dataclass(frozen=True)
@@ -75,14 +96,126 @@ def decode_latent(model: LoadedModel, z: Tensor) -> Tensor:
     return model.autoencoder.decode(z / model.config.diffusion.scale_factor).float()
 
 
-def _denoiser(model: LoadedModel, lq: Tensor) -> Callable[[Tensor, Tensor], Tensor]:
-    return lambda x, t: model.unet(x, t, lq)
+def _denoiser(
+    model: LoadedModel,
+    lq: Tensor,
+    tiles: list[Tile],
+    options: UpscaleOptions,
+    progress: ProgressCallback | None,
+) -> Denoiser:
+    """x̂₀ = f_θ(x_in, t, y) on the whole latent canvas, on overlapping tiles blended with smooth weights.
+
+    Progress counts (step, tile) pairs: `steps · len(tiles)` in all.
+    """
+    steps = model.config.diffusion.steps
+
+    def report(i: int, done: int) -> None:
+        if progress is not None:
+            progress(Progress("denoise", (steps - 1 - i) * len(tiles) + done, steps * len(tiles)))
+
+    def denoise(x: Tensor, t: Tensor) -> Tensor:
+        i = int(t[0])
+        if len(tiles) == 1:
+            x0 = model.unet(x, t, lq)
+            report(i, 1)
+            return x0
+
+        def tile_unet(x_tiles: Tensor, lq_tiles: Tensor) -> Tensor:
+            return model.unet(x_tiles, t[:1].expand(x_tiles.shape[0]), lq_tiles)
+
+        on_batch = lambda done, _total: report(i, done)  # noqa: E731
+        return tiled_map(tile_unet, x, tiles, extra=(lq,), batch=options.tile_batch, on_batch=on_batch)
+
+    return denoise
 
 
-def _step_reporter(progress: ProgressCallback | None, steps: int) -> Callable[[StepInfo], None] | None:
+def _vae_map(
+    fn: Callable[[Tensor], Tensor],
+    x: Tensor,
+    tiles: list[Tile],
+    scale: int,
+    options: UpscaleOptions,
+    report: Callable[[int, int], None] | None,
+) -> Tensor:
+    """Run an autoencoder half whole, or tile by tile with `VAE_CONTEXT` of unblended context."""
+    if len(tiles) == 1:
+        return fn(x).float()
+    return tiled_map(fn, x, tiles, scale, batch=options.tile_batch, context=VAE_CONTEXT, on_batch=report)
+
+
+def plan(height: int, width: int, options: UpscaleOptions) -> list[Tile]:
+    """Tiles on the padded LR/latent canvas (sides multiples of 64); one tile when tiling is off."""
+    if options.tile == 0 or (height <= options.tile and width <= options.tile):
+        return [Tile(0, 0, height, width)]
+    return plan_tiles(height, width, options.tile, options.tile_overlap)
+
+
+def _reporter(progress: ProgressCallback | None, stage: str) -> Callable[[int, int], None] | None:
     if progress is None:
         return None
-    return lambda info: progress(Progress("denoise", steps - info.i, steps))
+    return lambda done, total: progress(Progress(stage, done, total))
+
+
+def _upscale(
+    model: LoadedModel, y: Tensor, options: UpscaleOptions, progress: ProgressCallback | None
+) -> Tensor:
+    """The shared-latent pipeline on (1, 3, H, W) in [−1, 1] → (1, 3, s·H, s·W) in [−1, 1], not clamped.
+
+    1. reflect-pad to multiples of 64 and plan tiles on the padded canvas;
+    2. encode bicubic-×s LR tiles into one latent canvas;
+    3. draw prior and step noise on the whole canvas; at every step blend the tiles' x̂₀ (smooth weights);
+    4. decode tile by tile with overlap and blending; crop the padding.
+    """
+    height, width = y.shape[-2:]
+    y_p = pad_to_multiple(y, model.config.unet.lq_size)
+    tiles = plan(*y_p.shape[-2:], options)
+    schedule = make_schedule(model.config.diffusion)
+    z_y = _vae_map(lambda lr: encode_lr(model, lr), y_p, tiles, 1, options, _reporter(progress, "encode"))
+    z_0 = sample(_denoiser(model, y_p, tiles, options, progress), z_y, schedule, generator(options.seed))
+    image = _vae_map(
+        lambda z: decode_latent(model, z), z_0, tiles, model.scale, options, _reporter(progress, "decode")
+    )
+    return image[..., : model.scale * height, : model.scale * width]
+
+
+def _official_chop(
+    model: LoadedModel, y: Tensor, options: UpscaleOptions, progress: ProgressCallback | None
+) -> Tensor:
+    """The official script's tiling: each LR patch an independent chain (its own padding and noise, drawn in
+    patch order from one generator), results clamped and averaged with equal weights (spec §2.4)."""
+    if options.tile == 0:
+        return _upscale(model, y, options, progress).clamp(-1, 1)
+    rng = generator(options.seed)
+    schedule = make_schedule(model.config.diffusion)
+
+    def chain(patch: Tensor) -> Tensor:
+        padded = pad_to_multiple(patch, model.config.unet.lq_size)
+        z_0 = sample(lambda x, t: model.unet(x, t, padded), encode_lr(model, padded), schedule, rng)
+        image = decode_latent(model, z_0)
+        return image[..., : model.scale * patch.shape[-2], : model.scale * patch.shape[-1]].clamp(-1, 1)
+
+    tiles = official_tiles(*y.shape[-2:], options.tile, options.tile - options.tile_overlap)
+    return tiled_map(chain, y, tiles, model.scale, weights="uniform", on_batch=_reporter(progress, "tiles"))
+
+
+def _is_out_of_memory(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+    )
+
+
+def smaller_tile(options: UpscaleOptions, height: int, width: int) -> int:
+    """Half the current tile (or of the image's larger padded side when untiled), at least 64 LR pixels."""
+    current = options.tile or -(-max(height, width) // MIN_TILE) * MIN_TILE
+    return max(MIN_TILE, current // 2 // MIN_TILE * MIN_TILE)
+
+
+def _attempt(
+    model: LoadedModel, y: Tensor, options: UpscaleOptions, progress: ProgressCallback | None
+) -> Tensor:
+    run = _official_chop if options.official_tiling else _upscale
+    with autocast(y.device, options.dtype):
+        return to_unit(run(model, y, options, progress))
 
 
 @torch.inference_mode()
@@ -91,20 +224,51 @@ def upscale_tensor(
     lr: Tensor,
     options: UpscaleOptions = UpscaleOptions(),
     progress: ProgressCallback | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> Tensor:
-    """Super-resolve (1, 3, H, W) RGB in [0, 1] → (1, 3, s·H, s·W) in [0, 1] on the model's device."""
+    """Super-resolve (1, 3, H, W) RGB in [0, 1] → (1, 3, s·H, s·W) in [0, 1] on the model's device.
+
+    On a CUDA/MPS out-of-memory error the tile is halved and the image retried (down to 64 LR pixels);
+    a non-finite result in reduced precision is retried in float32. `notice` is told about each retry.
+    """
     device = next(model.unet.parameters()).device
-    schedule = make_schedule(model.config.diffusion)
-    height, width = lr.shape[-2:]
-    y = pad_to_multiple(to_signed(lr.to(device, torch.float32)), model.config.unet.lq_size)
-    with autocast(device, options.dtype):
-        z_y = encode_lr(model, y)
-        z_0 = sample(
-            _denoiser(model, y),
-            z_y,
-            schedule,
-            generator(options.seed),
-            _step_reporter(progress, schedule.steps),
-        )
-        image = decode_latent(model, z_0)
-    return to_unit(image[..., : model.scale * height, : model.scale * width])
+    y = to_signed(lr.to(device, torch.float32))
+    say = notice or (lambda _message: None)
+    while True:
+        try:
+            out = _attempt(model, y, options, progress)
+        except Exception as err:
+            if device.type == "cpu" or not _is_out_of_memory(err):
+                raise
+            options = _after_out_of_memory(options, y, device, say)
+            continue
+        if options.dtype == torch.float32 or torch.isfinite(out).all():
+            return out
+        say(f"non-finite values in {str(options.dtype).removeprefix('torch.')} output; retrying in float32")
+        options = replace(options, dtype=torch.float32)
+
+
+def _after_out_of_memory(
+    options: UpscaleOptions, y: Tensor, device: torch.device, say: Callable[[str], None]
+) -> UpscaleOptions:
+    """The options for the next try after running out of device memory, or a `DeviceError`."""
+    if options.tile == MIN_TILE:
+        raise DeviceError(f"out of memory on {device} even with {MIN_TILE}-pixel tiles; try --device cpu")
+    tile = smaller_tile(options, *y.shape[-2:])
+    say(f"out of memory on {device} with tile {options.tile or 'off'}; retrying with --tile {tile}")
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return replace(options, tile=tile)
+
+
+def upscale_picture(
+    model: LoadedModel,
+    picture: Picture,
+    options: UpscaleOptions = UpscaleOptions(),
+    progress: ProgressCallback | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> Picture:
+    """Super-resolve a decoded picture ×scale; alpha, grayscale and metadata are carried by `images`."""
+    lr = torch.from_numpy(picture.rgb).permute(2, 0, 1).unsqueeze(0)
+    sr = upscale_tensor(model, lr, options, progress, notice)
+    return with_pixels(picture, sr[0].permute(1, 2, 0).cpu().numpy())
