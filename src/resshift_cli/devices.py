@@ -71,5 +71,5 @@ def autocast(device: torch.device, dtype: torch.dtype) -> Iterator[None]:
 
 
 def generator(seed: int) -> torch.Generator:
-    """A CPU generator seeded with `seed`: noise is drawn on the CPU, then moved (one image on every device)."""
+    """A CPU generator seeded with `seed`; noise is drawn on the CPU, then moved (one image everywhere)."""
     return torch.Generator(device="cpu").manual_seed(seed)

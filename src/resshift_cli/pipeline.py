@@ -7,12 +7,13 @@ from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from resshift_cli.devices import autocast, generator
 from resshift_cli.errors import DeviceError
 from resshift_cli.images import Picture, with_pixels
 from resshift_cli.loading import LoadedModel
+from resshift_cli.nets.groupnorm import shared_statistics
 from resshift_cli.sampler import Denoiser, sample
 from resshift_cli.schedule import make_schedule
 from resshift_cli.tiling import Tile, official_tiles, plan_tiles, tiled_map
@@ -24,7 +25,7 @@ DEFAULT_TILE = 256
 DEFAULT_TILE_OVERLAP = 64
 DEFAULT_TILE_BATCH = 4
 MIN_TILE = 64
-VAE_CONTEXT = 16
+VAE_CONTEXT = 32
 """LR (= latent) pixels of extra context each autoencoder tile reads and discards."""
 
 
@@ -131,16 +132,25 @@ def _denoiser(
 
 def _vae_map(
     fn: Callable[[Tensor], Tensor],
+    part: nn.Module,
     x: Tensor,
     tiles: list[Tile],
     scale: int,
     options: UpscaleOptions,
     report: Callable[[int, int], None] | None,
 ) -> Tensor:
-    """Run an autoencoder half whole, or tile by tile with `VAE_CONTEXT` of unblended context."""
+    """Run an autoencoder half (`part`, used by `fn`) whole, or tiled in two passes.
+
+    Tiled: each tile reads `VAE_CONTEXT` pixels of unblended context; a first pass gathers the
+    GroupNorm statistics of the whole image, the second normalises every tile with them (so tiles
+    agree in tone) and blends the outputs. Progress is reported for the second pass.
+    """
     if len(tiles) == 1:
         return fn(x).float()
-    return tiled_map(fn, x, tiles, scale, batch=options.tile_batch, context=VAE_CONTEXT, on_batch=report)
+    with shared_statistics(part) as freeze:
+        tiled_map(fn, x, tiles, scale, batch=options.tile_batch, context=VAE_CONTEXT)
+        freeze()
+        return tiled_map(fn, x, tiles, scale, batch=options.tile_batch, context=VAE_CONTEXT, on_batch=report)
 
 
 def plan(height: int, width: int, options: UpscaleOptions) -> list[Tile]:
@@ -170,10 +180,14 @@ def _upscale(
     y_p = pad_to_multiple(y, model.config.unet.lq_size)
     tiles = plan(*y_p.shape[-2:], options)
     schedule = make_schedule(model.config.diffusion)
-    z_y = _vae_map(lambda lr: encode_lr(model, lr), y_p, tiles, 1, options, _reporter(progress, "encode"))
+    encode = model.autoencoder.encoder
+    z_y = _vae_map(
+        lambda lr: encode_lr(model, lr), encode, y_p, tiles, 1, options, _reporter(progress, "encode")
+    )
     z_0 = sample(_denoiser(model, y_p, tiles, options, progress), z_y, schedule, generator(options.seed))
+    decoder, decode_report = model.autoencoder.decoder, _reporter(progress, "decode")
     image = _vae_map(
-        lambda z: decode_latent(model, z), z_0, tiles, model.scale, options, _reporter(progress, "decode")
+        lambda z: decode_latent(model, z), decoder, z_0, tiles, model.scale, options, decode_report
     )
     return image[..., : model.scale * height, : model.scale * width]
 
