@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from resshift_cli import __version__
-from resshift_cli.cli import models
+from resshift_cli.cli import doctor, models, upscale
 from resshift_cli.cli.errors import set_debug
 
 app = typer.Typer(
@@ -17,7 +17,10 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+app.command()(upscale.upscale)
+app.command()(upscale.batch)
 app.add_typer(models.app)
+app.command()(doctor.doctor)
 
 
 def _print_version(value: bool) -> None:

@@ -25,7 +25,7 @@ class _DebugState:
 
 
 def set_debug(enabled: bool) -> None:
-    _DebugState.enabled = enabled or _DebugState.enabled
+    _DebugState.enabled = enabled
 
 
 def debug_enabled() -> bool:

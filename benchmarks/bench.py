@@ -1,0 +1,459 @@
+"""Time the real upscaling pipeline: seconds per output megapixel, per-stage split, peak memory, fidelity.
+
+Runs `resshift_cli.pipeline.upscale_tensor` with random weights of a named model's full-size architecture
+(no download: the cost does not depend on the weight values) or with a model folder, over LR sizes, tiles,
+precisions and devices. Each configuration runs in a fresh subprocess so that peak memories do not mix.
+Our own float32 untiled run of each size is the baseline: every row shows its speed-up over that run and the
+PSNR of its output against that run's output (same weights, same seed).
+
+    python benchmarks/bench.py --model realsr-v3 --sizes 64,128 --tiles 0,64 --precisions fp32,bf16
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from resshift_cli import registry
+from resshift_cli.devices import resolve_device, resolve_precision
+from resshift_cli.loading import LoadedModel, load_model, networks
+from resshift_cli.pipeline import UpscaleOptions, upscale_tensor
+
+WEIGHT_SEED = 0
+IMAGE_SEED = 1
+RANDOM_GAIN = 0.5
+"""Random weights are PyTorch's default initialisation times this gain, so activations stay finite."""
+
+STAGES = ("encode", "denoise", "decode")
+GIB = 2**30
+COLUMNS = (
+    ("model", "{}"),
+    ("device", "{}"),
+    ("precision", "{}"),
+    ("lr", "{}"),
+    ("tile", "{}"),
+    ("out MP", "{:.3f}"),
+    ("load s", "{:.2f}"),
+    ("total s", "{:.2f}"),
+    ("cpu s", "{:.2f}"),
+    ("s/MP", "{:.1f}"),
+    ("encode s", "{:.2f}"),
+    ("denoise s", "{:.2f}"),
+    ("s/step", "{:.3f}"),
+    ("decode s", "{:.2f}"),
+    ("other s", "{:.2f}"),
+    ("process s", "{:.1f}"),
+    ("peak GiB", "{:.2f}"),
+    ("x base", "{:.2f}"),
+    ("PSNR dB", "{:.1f}"),
+)
+"""Table header → format of the value; `None` values print as `-`."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """One configuration: an LR image of side `size` run `repeat` times; the fastest run is reported."""
+
+    model: str
+    device: str
+    precision: str
+    size: int
+    tile: int
+    tile_overlap: int
+    tile_batch: int
+    threads: int
+    repeat: int
+
+    def label(self) -> str:
+        return f"{self.model} {self.device} {self.precision} lr {self.size} tile {self.tile or 'off'}"
+
+    @property
+    def baseline(self) -> Case:
+        """The float32 untiled run of the same image on the same device."""
+        return dataclasses.replace(self, precision="fp32", tile=0, tile_overlap=0)
+
+
+@dataclass
+class Measurement:
+    """Seconds, memory and fidelity of one `Case`; `None` where a value was not measured."""
+
+    model: str
+    device: str
+    precision: str
+    lr: int
+    tile: int
+    steps: int
+    out_mp: float
+    load_s: float
+    total_s: float
+    cpu_s: float
+    stages: dict[str, float]
+    unet_calls: int
+    peak_gib: float | None
+    memory: str
+    notes: list[str]
+    process_s: float | None = None
+    speedup: float | None = None
+    psnr_db: float | None = None
+
+    def row(self) -> dict[str, object]:
+        """Table cells keyed by the `COLUMNS` headers."""
+        staged = sum(self.stages.values())
+        return {
+            "model": self.model,
+            "device": self.device,
+            "precision": self.precision,
+            "lr": f"{self.lr}x{self.lr}",
+            "tile": self.tile or "off",
+            "out MP": self.out_mp,
+            "load s": self.load_s,
+            "total s": self.total_s,
+            "cpu s": self.cpu_s,
+            "s/MP": self.total_s / self.out_mp,
+            "encode s": self.stages["encode"],
+            "denoise s": self.stages["denoise"],
+            "s/step": self.stages["denoise"] / self.steps,
+            "decode s": self.stages["decode"],
+            "other s": self.total_s - staged,
+            "process s": self.process_s,
+            "peak GiB": self.peak_gib,
+            "x base": self.speedup,
+            "PSNR dB": self.psnr_db,
+        }
+
+
+def random_model(name: str) -> LoadedModel:
+    """Full-size networks of registry model `name` with seeded, down-scaled default initialisation."""
+    config = registry.get(name).config()
+    torch.manual_seed(WEIGHT_SEED)
+    unet, autoencoder = networks(config.unet, config.autoencoder)
+    for parameter in (*unet.parameters(), *autoencoder.parameters()):
+        if parameter.dim() > 1:
+            parameter.mul_(RANDOM_GAIN)
+    return LoadedModel(config=config, unet=unet, autoencoder=autoencoder, folder=Path(f"random-{name}"))
+
+
+def open_model(spec: str, device: torch.device) -> LoadedModel:
+    """A model folder if `spec` is a directory, else random weights of the registry model `spec`."""
+    model = load_model(Path(spec)) if Path(spec).is_dir() else random_model(spec)
+    return model.to(device)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for queued device work so wall-clock time is attributed to the right stage."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+class StageClock:
+    """Wall-clock seconds spent inside the modules of each stage, via forward pre/post hooks."""
+
+    def __init__(self, model: LoadedModel, device: torch.device) -> None:
+        ae = model.autoencoder
+        self.modules: dict[str, list[nn.Module]] = {
+            "encode": [ae.encoder, ae.quant_conv],
+            "denoise": [model.unet],
+            "decode": [ae.quantize, ae.post_quant_conv, ae.decoder],
+        }
+        self.device = device
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+        self.unet_calls = 0
+        self._started = 0.0
+
+    def _before(self, _module: nn.Module, _inputs: object) -> None:
+        synchronize(self.device)
+        self._started = time.perf_counter()
+
+    def _after(self, stage: str) -> Callable[[nn.Module, object, object], None]:
+        def hook(_module: nn.Module, _inputs: object, _output: object) -> None:
+            synchronize(self.device)
+            self.seconds[stage] += time.perf_counter() - self._started
+            self.unet_calls += stage == "denoise"
+
+        return hook
+
+    @contextmanager
+    def running(self) -> Iterator[StageClock]:
+        """Hooks installed for the duration of the block; counters start from zero."""
+        self.seconds, self.unet_calls = dict.fromkeys(STAGES, 0.0), 0
+        handles = [
+            handle
+            for stage, modules in self.modules.items()
+            for module in modules
+            for handle in (
+                module.register_forward_pre_hook(self._before),
+                module.register_forward_hook(self._after(stage)),
+            )
+        ]
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+
+def test_image(size: int) -> torch.Tensor:
+    """A seeded smooth-plus-noise LR image (1, 3, size, size) in [0, 1]."""
+    generator = torch.Generator().manual_seed(IMAGE_SEED)
+    coarse = torch.rand(1, 3, max(size // 8, 1), max(size // 8, 1), generator=generator)
+    smooth = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    return (smooth + 0.1 * torch.rand(1, 3, size, size, generator=generator)).clamp(0, 1)
+
+
+def peak_rss_gib() -> float | None:
+    """Peak resident memory of this process so far (None where `resource` is unavailable)."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / GIB if sys.platform == "darwin" else peak * 1024 / GIB
+
+
+def options_for(case: Case, device: torch.device) -> UpscaleOptions:
+    return UpscaleOptions(
+        dtype=resolve_precision(case.precision, device),
+        tile=case.tile,
+        tile_overlap=case.tile_overlap,
+        tile_batch=case.tile_batch,
+    )
+
+
+def measure(case: Case, fresh_process: bool) -> tuple[Measurement, torch.Tensor]:
+    """Load the model, run `case.repeat` upscales, keep the fastest; returns it and the (1, 3, 4H, 4W) output.
+
+    1. load (or build) the model on the device: `load_s`;
+    2. run the pipeline with stage hooks installed, best of `repeat` by total time;
+    3. peak memory: CUDA allocator peak during the runs, else the process's peak RSS (whole life).
+    """
+    device = resolve_device(case.device)
+    if case.threads:
+        torch.set_num_threads(case.threads)
+    started = time.perf_counter()
+    model = open_model(case.model, device)
+    synchronize(device)
+    load_s = time.perf_counter() - started
+    image, notes = test_image(case.size), []
+    clock = StageClock(model, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    best: tuple[float, float, dict[str, float], int, torch.Tensor] | None = None
+    for _ in range(case.repeat):
+        with clock.running():
+            started, cpu_started = time.perf_counter(), time.process_time()
+            output = upscale_tensor(model, image, options_for(case, device), notice=notes.append)
+            synchronize(device)
+            total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        if best is None or total < best[0]:
+            best = (total, cpu, dict(clock.seconds), clock.unet_calls, output.float().cpu())
+    assert best is not None
+    total, cpu, stages, calls, output = best
+    if device.type == "cuda":
+        peak, memory = torch.cuda.max_memory_allocated(device) / GIB, "cuda allocated"
+    else:
+        peak, memory = peak_rss_gib(), "rss" if fresh_process else "rss (whole benchmark process)"
+    result = Measurement(
+        model=model.name,
+        device=str(device),
+        precision=case.precision,
+        lr=case.size,
+        tile=case.tile,
+        steps=model.config.diffusion.steps,
+        out_mp=output.shape[-2] * output.shape[-1] / 1e6,
+        load_s=load_s,
+        total_s=total,
+        cpu_s=cpu,
+        stages=stages,
+        unet_calls=calls,
+        peak_gib=peak,
+        memory=memory,
+        notes=notes,
+    )
+    return result, output
+
+
+def measure_in_subprocess(case: Case, workdir: Path) -> tuple[Measurement, torch.Tensor]:
+    """`measure` in a fresh Python process (so peak RSS is this case's alone); adds its wall time."""
+    output_path = workdir / "output.npy"
+    command = [sys.executable, __file__, "--worker", json.dumps(dataclasses.asdict(case)), str(output_path)]
+    started = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark worker failed for {case}:\n{done.stderr.strip()}")
+    result = Measurement(**json.loads(done.stdout.strip().splitlines()[-1]))
+    result.process_s = elapsed
+    return result, torch.from_numpy(np.load(output_path))
+
+
+def worker(case_json: str, output_path: str) -> None:
+    """Subprocess entry: measure one case, save the output as .npy, print the measurement as JSON."""
+    result, output = measure(Case(**json.loads(case_json)), fresh_process=True)
+    np.save(output_path, output.numpy())
+    print(json.dumps(dataclasses.asdict(result)))
+
+
+def psnr(output: torch.Tensor, reference: torch.Tensor) -> float:
+    """PSNR in dB of [0, 1] images of the same shape; inf when identical."""
+    mse = torch.mean((output.double() - reference.double()) ** 2).item()
+    return math.inf if mse == 0 else 10 * math.log10(1 / mse)
+
+
+def effective_tile(size: int, tile: int, multiple: int = 64) -> int:
+    """0 when `tile` covers the whole padded LR canvas (the pipeline then runs untiled), else `tile`."""
+    padded = -(-size // multiple) * multiple
+    return 0 if tile >= padded else tile
+
+
+def make_case(args: argparse.Namespace, device: str, size: int, tile: int, precision: str) -> Case:
+    """The `Case` for one grid point; the overlap defaults to a quarter of the tile."""
+    tile = effective_tile(size, tile)
+    overlap = args.tile_overlap if args.tile_overlap is not None else tile // 4
+    return Case(
+        model=args.model,
+        device=device,
+        precision=precision,
+        size=size,
+        tile=tile,
+        tile_overlap=overlap if tile else 0,
+        tile_batch=args.tile_batch,
+        threads=args.threads,
+        repeat=args.repeat,
+    )
+
+
+def plan_cases(args: argparse.Namespace) -> list[Case]:
+    """Every (device, size, tile, precision) once, each preceded by its float32 untiled baseline."""
+    cases: list[Case] = []
+    grid = itertools.product((args.device, *args.extra_devices), args.sizes, args.tiles, args.precisions)
+    for device, size, tile, precision in grid:
+        case = make_case(args, device, size, tile, precision)
+        for wanted in (case.baseline, case):
+            if wanted not in cases:
+                cases.append(wanted)
+    return cases
+
+
+def run_cases(cases: Sequence[Case], subprocesses: bool, log: Callable[[str], None]) -> list[Measurement]:
+    """Measure each case in turn and fill in the speed-up and PSNR against its baseline."""
+    results: dict[Case, tuple[Measurement, torch.Tensor]] = {}
+    with tempfile.TemporaryDirectory(prefix="resshift-bench-") as workdir:
+        for case in cases:
+            log(f"running {case.label()}")
+            results[case] = (
+                measure_in_subprocess(case, Path(workdir))
+                if subprocesses
+                else measure(case, fresh_process=False)
+            )
+    for case, (result, output) in results.items():
+        base, base_output = results[case.baseline]
+        result.speedup = base.total_s / result.total_s
+        result.psnr_db = psnr(output, base_output)
+    return [result for result, _ in results.values()]
+
+
+def _cell(value: object, spec: str) -> str:
+    if value is None:
+        return "-"
+    return spec.format(value) if isinstance(value, float) else str(value)
+
+
+def format_table(results: Sequence[Measurement]) -> str:
+    """A fixed-width text table with one row per measurement and the `COLUMNS` headers."""
+    cells = [[_cell(r.row()[name], spec) for name, spec in COLUMNS] for r in results]
+    header = [name for name, _ in COLUMNS]
+    widths = [max(len(row[i]) for row in (header, *cells)) for i in range(len(header))]
+    lines = [
+        "  ".join(text.rjust(width) for text, width in zip(row, widths, strict=True))
+        for row in (header, *cells)
+    ]
+    return "\n".join([lines[0], "  ".join("-" * width for width in widths), *lines[1:]])
+
+
+def footnotes(results: Sequence[Measurement]) -> list[str]:
+    """What the memory column measured, and any retries the pipeline reported."""
+    kinds = sorted({r.memory for r in results})
+    lines = [f"peak GiB: {', '.join(kinds)}; x base: speed-up over the fp32 untiled run of the same size"]
+    lines += [
+        f"note ({r.precision}, lr {r.lr}, tile {r.tile or 'off'}): {n}" for r in results for n in r.notes
+    ]
+    return lines
+
+
+def as_json(result: Measurement) -> dict[str, object]:
+    """The measurement and its table row as strict JSON: an infinite PSNR (identical outputs) becomes null."""
+    finite = lambda value: None if isinstance(value, float) and math.isinf(value) else value  # noqa: E731
+    fields = {k: finite(v) for k, v in dataclasses.asdict(result).items()}
+    return fields | {"row": {k: finite(v) for k, v in result.row().items()}}
+
+
+def int_list(text: str) -> list[int]:
+    """'64,128' → [64, 128]."""
+    return [int(part) for part in text.split(",") if part.strip()]
+
+
+def word_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--model", default="realsr-v3", help="registry name (random full-size weights) or a model folder"
+    )
+    p.add_argument(
+        "--sizes", type=int_list, default=[64, 128], help="LR sides, comma-separated (default 64,128)"
+    )
+    p.add_argument("--tiles", type=int_list, default=[0], help="LR tile sides, 0 = untiled (default 0)")
+    p.add_argument("--tile-overlap", type=int, default=None, help="LR overlap of tiles (default: tile / 4)")
+    p.add_argument("--tile-batch", type=int, default=4, help="tiles per network call (default 4)")
+    p.add_argument("--precisions", type=word_list, default=["fp32", "bf16"], help="fp32,bf16,fp16 or auto")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    p.add_argument(
+        "--extra-devices", type=word_list, default=[], help="more devices to compare, comma-separated"
+    )
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--repeat", type=int, default=1, help="runs per configuration; the fastest is reported")
+    p.add_argument("--json", action="store_true", help="print the measurements as JSON instead of a table")
+    p.add_argument(
+        "--no-subprocess", action="store_true", help="measure in this process (peak RSS then mixes)"
+    )
+    p.add_argument("--worker", nargs=2, metavar=("CASE_JSON", "OUTPUT_NPY"), help=argparse.SUPPRESS)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the options, run every configuration, print the table (or JSON) on stdout; progress on stderr."""
+    args = parser().parse_args(argv)
+    if args.worker:
+        worker(*args.worker)
+        return 0
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    results = run_cases(plan_cases(args), not args.no_subprocess, lambda line: print(line, file=sys.stderr))
+    if args.json:
+        print(json.dumps([as_json(r) for r in results], indent=2))
+    else:
+        print("\n".join([format_table(results), *footnotes(results)]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

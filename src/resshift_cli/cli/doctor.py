@@ -1,0 +1,105 @@
+"""`resshift doctor`: what this machine offers (devices, precisions, versions) and what the cache holds."""
+
+from __future__ import annotations
+
+import os
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+from resshift_cli import __version__, hub, registry
+from resshift_cli.cli.errors import reports_errors
+from resshift_cli.devices import DEVICE_ENV, PRECISIONS, mps_available, resolve_device, resolve_precision
+from resshift_cli.errors import ResshiftError
+
+_DTYPES = {name: resolve_precision(name, torch.device("cpu")) for name in PRECISIONS if name != "auto"}
+_DTYPE_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
+
+
+def _runs_in(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether a small matmul under this precision's autocast runs on `device` (measured, not assumed)."""
+    try:
+        x = torch.ones(8, 8, device=device)
+        if dtype == torch.float32:
+            return bool(torch.isfinite(x @ x).all())
+        with torch.autocast(device_type=device.type, dtype=dtype):
+            return bool(torch.isfinite(x @ x).all())
+    except (RuntimeError, TypeError, ValueError, AssertionError):
+        return False
+
+
+def _precisions(device: torch.device) -> str:
+    working = [name for name, dtype in _DTYPES.items() if _runs_in(device, dtype)]
+    auto = _DTYPE_NAMES[resolve_precision("auto", device)]
+    return f"precisions {', '.join(working) or 'none'} (auto: {auto})"
+
+
+def _cuda_lines() -> list[str]:
+    if not torch.cuda.is_available():
+        built = (
+            f"torch built with CUDA {torch.version.cuda}" if torch.version.cuda else "CPU-only torch build"
+        )
+        return [f"  cuda: not available ({built})"]
+    lines = []
+    for index in range(torch.cuda.device_count()):
+        device = torch.device("cuda", index)
+        props = torch.cuda.get_device_properties(index)
+        memory = f"{props.total_memory / 2**30:.1f} GiB"
+        lines.append(
+            f"  {device}: {props.name}, {memory}, compute {props.major}.{props.minor}; {_precisions(device)}"
+        )
+    return lines
+
+
+def _device_lines() -> list[str]:
+    cpu = torch.device("cpu")
+    lines = ["devices:", f"  cpu: {torch.get_num_threads()} threads; {_precisions(cpu)}", *_cuda_lines()]
+    mps = f"available; {_precisions(torch.device('mps'))}" if mps_available() else "not available"
+    lines.append(f"  mps: {mps}")
+    try:
+        chosen = str(resolve_device(None))
+    except ResshiftError as err:
+        chosen = f"error: {err}"
+    source = f"{DEVICE_ENV}={os.environ[DEVICE_ENV]}" if os.environ.get(DEVICE_ENV) else "auto"
+    lines.append(f"  default ({source}): {chosen}")
+    return lines
+
+
+def _version_lines() -> list[str]:
+    cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    return [
+        f"resshift-cli {__version__}",
+        f"python {platform.python_version()} ({sys.platform}, {platform.machine()})",
+        f"torch {torch.__version__}; CUDA {torch.version.cuda or 'none'}; cuDNN {cudnn or 'none'};"
+        f" MPS built: {'yes' if torch.backends.mps.is_built() else 'no'}",
+    ]
+
+
+def _cached_folders() -> list[Path]:
+    """Complete model folders: named models (in our cache or the Hub cache) and other cached folders."""
+    folders = {*hub.cached_models()}
+    folders.update(folder for entry in registry.MODELS.values() if (folder := hub.cached_folder(entry)))
+    return sorted(folders)
+
+
+def _cache_lines() -> list[str]:
+    lines = [f"cache: {hub.cache_home()} (set {hub.ENV_HOME} to move it)"]
+    folders = _cached_folders()
+    lines += [f"  model: {folder} ({hub.folder_size(folder) / 1e6:,.0f} MB)" for folder in folders]
+    if not folders:
+        lines.append("  no models yet (`resshift models download NAME` fetches one)")
+    downloads = hub.downloads_dir()
+    leftovers = sorted(downloads.iterdir()) if downloads.is_dir() else []
+    lines += [
+        f"  download: {path} ({path.stat().st_size / 1e6:,.0f} MB)" for path in leftovers if path.is_file()
+    ]
+    lines.append(f"offline (HF_HUB_OFFLINE): {'yes' if hub.offline() else 'no'}")
+    return lines
+
+
+@reports_errors
+def doctor() -> None:
+    """Show devices, precision support, torch/CUDA/MPS versions, and the model cache."""
+    print("\n".join([*_version_lines(), *_device_lines(), *_cache_lines()]))

@@ -1,0 +1,191 @@
+"""`resshift models …`: list, fetch, convert, export, inspect, verify and remove model weights."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from resshift_cli import hub, registry
+from resshift_cli.cli.errors import reports_errors
+from resshift_cli.config import ModelConfig
+from resshift_cli.errors import ModelError
+from resshift_cli.loading import CONFIG_FILE, UNET_FILE
+from resshift_cli.registry import ModelEntry
+
+app = typer.Typer(
+    name="models",
+    help="List, download, convert, export and check model weights (cache: $RESSHIFT_HOME).",
+    no_args_is_help=True,
+)
+
+APPROX_RELEASE_BYTES = 477_939_489 + 221_364_650
+"""fp32 `torch.save` sizes of the released UNet and autoencoder (spec §1), shown before a first download."""
+
+ModelSpec = Annotated[
+    str,
+    typer.Argument(
+        help="A model name (see `resshift models list`), a model folder, or hf://owner/name\\[@revision].",
+        show_default=False,
+    ),
+]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+KeepPth = Annotated[bool, typer.Option("--keep-pth", help="Keep the official .pth files in the cache.")]
+PthFile = Annotated[Path, typer.Argument(exists=True, dir_okay=False, show_default=False)]
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:,.0f} MB"
+
+
+@app.command("list")
+@reports_errors
+def list_models() -> None:
+    """List the named models: sampling steps, size, whether they are cached, license."""
+    table = Table("name", "steps", "size", "cached", "license", caption=f"cache: {hub.models_dir()}")
+    for entry in registry.MODELS.values():
+        folder = hub.cached_folder(entry)
+        size = (
+            _megabytes(hub.folder_size(folder)) if folder else f"~{_megabytes(APPROX_RELEASE_BYTES)} to fetch"
+        )
+        name = entry.name + (" (default)" if entry.name == registry.DEFAULT_MODEL else "")
+        table.add_row(name, str(entry.steps), size, "yes" if folder else "no", entry.license)
+    Console().print(table)
+
+
+@app.command()
+@reports_errors
+def download(model: ModelSpec, keep_pth: KeepPth = False, quiet: Quiet = False) -> None:
+    """Fetch a model into the cache for later (and offline) use; prints its folder."""
+    print(hub.resolve_model(model, keep_pth=keep_pth, progress=not quiet))
+
+
+@app.command()
+@reports_errors
+def convert(
+    unet_pth: PthFile,
+    autoencoder_pth: PthFile,
+    preset: Annotated[
+        str,
+        typer.Option(
+            "--preset",
+            help="The named model these weights are (it supplies the diffusion settings).",
+            show_default=False,
+        ),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Model folder to create.", show_default=False)
+    ],
+) -> None:
+    """Convert official .pth files fetched by hand into a model folder (offline; nothing in them is run)."""
+    entry = registry.get(preset)
+    hub.convert_to_folder(unet_pth, autoencoder_pth, output, name=entry.name, diffusion=entry.diffusion)
+    print(output)
+
+
+@app.command()
+@reports_errors
+def export(
+    model: ModelSpec,
+    directory: Annotated[Path, typer.Argument(help="New folder to write.", show_default=False)],
+    quiet: Quiet = False,
+) -> None:
+    """Write a Hub-ready folder (model files, manifest, README.md model card) for `hf upload`."""
+    folder = hub.export_model(model, directory, progress=not quiet)
+    print(folder)
+    print(f"upload it with: hf upload OWNER/NAME {folder}", file=sys.stderr)
+
+
+def _entry_lines(entry: ModelEntry) -> list[str]:
+    base = hub.release_base_url()
+    origin = str(hub.HubSpec(entry.hub.repo_id, entry.hub.revision)) if entry.hub else None
+    return [
+        f"name: {entry.name}",
+        f"description: {entry.description}",
+        f"license: {registry.LICENSE_NOTE if entry.license == registry.LICENSE else entry.license}",
+        f"source: {origin or f'{base}/{entry.unet_file} + {base}/{entry.autoencoder_file}'}",
+    ]
+
+
+def _folder_lines(folder: Path) -> list[str]:
+    config = ModelConfig.read(folder / CONFIG_FILE)
+    diffusion, unet, autoencoder = config.diffusion, config.unet, config.autoencoder
+    lines = [
+        f"folder: {folder}",
+        f"config name: {config.name}",
+        f"scale: ×{config.scale}",
+        f"steps: {diffusion.steps} (kappa {diffusion.kappa}, min_noise_level {diffusion.min_noise_level})",
+        f"widths: unet {unet.model_channels}, swin {unet.swin_embed_dim}, "
+        f"autoencoder {autoencoder.ddconfig.ch}, codebook {autoencoder.n_embed}×{autoencoder.embed_dim}",
+    ]
+    if not (folder / UNET_FILE).is_file():
+        return [*lines, "weights: not downloaded"]
+    lines.append(f"size: {_megabytes(hub.folder_size(folder))}")
+    manifest = hub.read_manifest(folder)
+    for record in manifest.sources if manifest else ():
+        lines.append(f"converted from: {record.url or record.file} (sha256 {record.sha256})")
+    return lines
+
+
+def _info_lines(spec: str) -> list[str]:
+    if spec.startswith(hub.HUB_PREFIX):
+        parsed = hub.parse_hub_spec(spec)
+        return [
+            f"source: {parsed}",
+            *_folder_lines(hub.fetch_hub_model(parsed, progress=False, files=(CONFIG_FILE,))),
+        ]
+    if spec not in registry.MODELS and Path(spec).expanduser().is_dir():
+        return _folder_lines(Path(spec).expanduser())
+    entry = registry.get(spec)
+    folder = hub.cached_folder(entry)
+    if folder is None:
+        return [*_entry_lines(entry), f"cached: no (`resshift models download {entry.name}` fetches it)"]
+    return [*_entry_lines(entry), *_folder_lines(folder)]
+
+
+@app.command()
+@reports_errors
+def info(model: ModelSpec) -> None:
+    """Show what a model is, where its weights come from and whether they are cached."""
+    print("\n".join(_info_lines(model)))
+
+
+@app.command()
+@reports_errors
+def verify(
+    names: Annotated[
+        list[str] | None, typer.Argument(help="Cached models to check (default: all).", show_default=False)
+    ] = None,
+) -> None:
+    """Re-hash cached models against their manifests (exit code 1 when any file changed)."""
+    folders = [hub.models_dir() / name for name in names] if names else hub.cached_models()
+    if not folders:
+        print(f"no models in the cache ({hub.models_dir()})")
+    failed = [folder.name for folder in folders if not _report_verification(folder)]
+    if failed:
+        raise ModelError(
+            f"verification failed for {', '.join(failed)}; `resshift models remove NAME` and fetch again"
+        )
+
+
+def _report_verification(folder: Path) -> bool:
+    """Print `ok NAME` or `FAILED NAME` plus one indented line per problem; True when all files match."""
+    problems = hub.verify_folder(folder) if folder.is_dir() else [f"{folder.name}: not in the cache"]
+    print(f"{'FAILED' if problems else 'ok'} {folder.name}")
+    for problem in problems:
+        print(f"  {problem}")
+    return not problems
+
+
+@app.command()
+@reports_errors
+def remove(name: Annotated[str, typer.Argument(help="A cached model name.", show_default=False)]) -> None:
+    """Delete a model from the cache (with any kept or partial download)."""
+    removed = hub.remove_cached(name)
+    if not removed:
+        raise ModelError(f"{name} is not in the cache ({hub.models_dir()}); nothing to remove")
+    print(f"removed {name}: {', '.join(str(p) for p in removed)}")

@@ -1,0 +1,246 @@
+"""Typed option aliases shared by `upscale` and `batch`, defined once (`Annotated[T, typer.Option(...)]`)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from resshift_cli.devices import DEVICE_ENV
+
+MODEL_PANEL = "Model"
+OUTPUT_PANEL = "Output"
+TILING_PANEL = "Tiling"
+DEVICE_PANEL = "Device"
+REPORT_PANEL = "Reporting"
+
+MAX_SCALE = 16.0
+
+
+class OutputFormat(str, Enum):
+    """File formats we write."""
+
+    png = "png"
+    jpg = "jpg"
+    webp = "webp"
+    tiff = "tiff"
+
+
+class Precision(str, Enum):
+    """Autocast precision of the networks (`auto`: fp16/bf16 on CUDA, fp32 on MPS and CPU)."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    fp16 = "fp16"
+    bf16 = "bf16"
+
+
+def _check_bit_depth(value: int | None) -> int | None:
+    if value not in (None, 8, 16):
+        raise typer.BadParameter(f"must be 8 or 16, got {value}")
+    return value
+
+
+Inputs = Annotated[
+    list[str],
+    typer.Argument(
+        help="Image files, or - to read one image from stdin.", metavar="INPUT", show_default=False
+    ),
+]
+Output = Annotated[
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="One input: the output file, or - for stdout. Several inputs: a directory."
+        " Default: <stem>_x4.<ext> beside each input.",
+        show_default=False,
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+]
+Suffix = Annotated[
+    str | None,
+    typer.Option(
+        "--suffix",
+        help="Added to the file stem of each output (default: _x<scale> beside the input, none in -o DIR).",
+        show_default=False,
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+]
+Folder = Annotated[
+    Path,
+    typer.Argument(
+        help="Folder of images to upscale.",
+        metavar="FOLDER",
+        exists=True,
+        file_okay=False,
+        dir_okay=True,
+        show_default=False,
+    ),
+]
+OutDir = Annotated[
+    Path,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Folder that receives the outputs, mirroring the input tree with the same file names.",
+        file_okay=False,
+        show_default=False,
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+]
+Recursive = Annotated[bool, typer.Option("--recursive", "-r", help="Include images in sub-folders.")]
+Glob = Annotated[
+    str | None,
+    typer.Option(
+        "--glob",
+        help="Only files whose name (or relative path, if the pattern has a /) matches, ignoring case,"
+        ' e.g. "*.jpg". Default: every file with an image suffix.',
+        show_default=False,
+    ),
+]
+SkipExisting = Annotated[
+    bool,
+    typer.Option(
+        "--skip-existing",
+        help="Skip inputs whose output already exists (resume).",
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Replace outputs that already exist (default: such an input fails).",
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+]
+Model = Annotated[
+    str,
+    typer.Option(
+        "--model",
+        "-m",
+        help="A model name (see `resshift models list`), a model folder, or hf://owner/name\\[@revision].",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+Scale = Annotated[
+    float,
+    typer.Option(
+        "--scale",
+        "-s",
+        min=1.0,
+        max=MAX_SCALE,
+        help="Output size factor. Other than 4: the model runs ×4 (twice above 4), then a Lanczos"
+        " resize gives the exact size.",
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+Seed = Annotated[
+    int, typer.Option("--seed", help="Noise seed (same seed, same image).", rich_help_panel=MODEL_PANEL)
+]
+Tile = Annotated[
+    int,
+    typer.Option(
+        "--tile",
+        min=0,
+        help="Tile side in input pixels, a multiple of 64; 0 processes the whole image at once.",
+        rich_help_panel=TILING_PANEL,
+    ),
+]
+TileOverlap = Annotated[
+    int,
+    typer.Option(
+        "--tile-overlap",
+        min=0,
+        help="Input pixels shared by neighbouring tiles.",
+        rich_help_panel=TILING_PANEL,
+    ),
+]
+TileBatch = Annotated[
+    int,
+    typer.Option("--tile-batch", min=1, help="Tiles per network call.", rich_help_panel=TILING_PANEL),
+]
+OfficialTiling = Annotated[
+    bool,
+    typer.Option(
+        "--official-tiling",
+        help="Reproduce the official script's tiling (independent chains, equal-weight average).",
+        rich_help_panel=TILING_PANEL,
+    ),
+]
+Device = Annotated[
+    str,
+    typer.Option(
+        "--device",
+        envvar=DEVICE_ENV,
+        help="auto, cpu, cuda, cuda:N or mps (auto: CUDA, then MPS, then CPU).",
+        rich_help_panel=DEVICE_PANEL,
+    ),
+]
+PrecisionOption = Annotated[
+    Precision,
+    typer.Option(
+        "--precision",
+        help="auto: fp16 or bf16 on CUDA, fp32 on MPS and CPU.",
+        rich_help_panel=DEVICE_PANEL,
+    ),
+]
+Format = Annotated[
+    OutputFormat | None,
+    typer.Option(
+        "--format",
+        help="Output format (default: the input's, PNG when it has none we write; PNG on stdout).",
+        show_default=False,
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+]
+Quality = Annotated[
+    int,
+    typer.Option(
+        "--quality",
+        min=1,
+        max=100,
+        help="JPEG/WebP quality (WebP 100 is lossless).",
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+]
+BitDepth = Annotated[
+    int | None,
+    typer.Option(
+        "--bit-depth",
+        callback=_check_bit_depth,
+        help="8 or 16 bits per channel (16: png and tiff only). Default: the input's, where the format"
+        " holds it.",
+        show_default=False,
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+]
+MaxPixels = Annotated[
+    int,
+    typer.Option(
+        "--max-pixels",
+        min=1,
+        help="Refuse inputs with more pixels than this, before decoding them.",
+        rich_help_panel=OUTPUT_PANEL,
+    ),
+]
+Json = Annotated[
+    bool,
+    typer.Option(
+        "--json",
+        help="Print one JSON object per input on stdout (input, output, status, error, seconds, ...).",
+        rich_help_panel=REPORT_PANEL,
+    ),
+]
+Quiet = Annotated[
+    bool,
+    typer.Option(
+        "--quiet", "-q", help="No progress bars and no summary; errors only.", rich_help_panel=REPORT_PANEL
+    ),
+]
+Debug = Annotated[
+    bool, typer.Option("--debug", help="Show full tracebacks on errors.", rich_help_panel=REPORT_PANEL)
+]

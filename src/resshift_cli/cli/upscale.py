@@ -1,0 +1,383 @@
+"""`resshift upscale` and `resshift batch`: plan the jobs, run them one by one, report every input.
+
+Reporting: stdout carries data only (the image with `-o -`, or one JSON line per input with --json).
+Progress bars go to stderr, only when stderr is a terminal and -q is not given; errors are always one
+line each on stderr; with several inputs a summary line ends the run (unless -q).
+Exit codes: 0 every input done or skipped, 1 some input failed, 2 usage error, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import TextIO
+
+import torch
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+from rich.progress import Progress as Bars
+
+from resshift_cli import registry
+from resshift_cli.cli.errors import EXIT_INTERRUPTED, debug_enabled, error_line, reports_errors, set_debug
+from resshift_cli.cli.options import (
+    BitDepth,
+    Debug,
+    Device,
+    Folder,
+    Format,
+    Glob,
+    Inputs,
+    Json,
+    MaxPixels,
+    Model,
+    OfficialTiling,
+    OutDir,
+    Output,
+    OutputFormat,
+    Overwrite,
+    Precision,
+    PrecisionOption,
+    Quality,
+    Quiet,
+    Recursive,
+    Scale,
+    Seed,
+    SkipExisting,
+    Suffix,
+    Tile,
+    TileBatch,
+    TileOverlap,
+)
+from resshift_cli.devices import resolve_device, resolve_precision
+from resshift_cli.errors import UsageError
+from resshift_cli.hub import resolve_model
+from resshift_cli.images import DEFAULT_MAX_PIXELS
+from resshift_cli.jobs import (
+    Existing,
+    Job,
+    LazyModel,
+    Record,
+    Settings,
+    check_formats,
+    find_collisions,
+    plan_batch,
+    plan_upscale,
+    run_job,
+)
+from resshift_cli.loading import LoadedModel, load_model
+from resshift_cli.pipeline import (
+    DEFAULT_SEED,
+    DEFAULT_TILE,
+    DEFAULT_TILE_BATCH,
+    DEFAULT_TILE_OVERLAP,
+    Progress,
+    ProgressCallback,
+    UpscaleOptions,
+)
+
+EXIT_FAILED = 1
+TILE_MULTIPLE = 64
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every job of one command shares besides `Settings`: the model, the device and the reporting."""
+
+    model: str
+    device: torch.device
+    json_lines: bool
+    quiet: bool
+
+
+class ProgressBars:
+    """Rich bars on stderr: the current image (denoiser steps × tiles) and, with several inputs, the files."""
+
+    def __init__(self, files: int, enabled: bool, console: Console | None = None) -> None:
+        self.bars = Bars(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console or Console(stderr=True),
+            disable=not enabled,
+            redirect_stdout=False,
+            transient=True,
+        )
+        self._files = self.bars.add_task("files", total=files) if files > 1 else None
+        self._image = self.bars.add_task("", visible=False)
+
+    def __enter__(self) -> ProgressBars:
+        self.bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bars.stop()
+
+    def image(self, name: str) -> ProgressCallback:
+        """A pipeline progress callback that shows `name` and its stage."""
+        self.bars.reset(self._image, description=name, total=None, visible=True)
+        return lambda p: self._update(name, p)
+
+    def _update(self, name: str, progress: Progress) -> None:
+        description = f"{name} · {progress.stage}"
+        self.bars.update(self._image, description=description, completed=progress.done, total=progress.total)
+
+    def file_done(self) -> None:
+        self.bars.update(self._image, visible=False)
+        if self._files is not None:
+            self.bars.advance(self._files)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hide the bars while something else draws its own (a model download)."""
+        self.bars.stop()
+        try:
+            yield
+        finally:
+            self.bars.start()
+
+
+def _check_tiling(tile: int, tile_overlap: int) -> None:
+    if tile % TILE_MULTIPLE:
+        raise UsageError(f"--tile must be 0 or a multiple of {TILE_MULTIPLE}, got {tile}")
+    if tile and tile_overlap >= tile:
+        raise UsageError(f"--tile-overlap ({tile_overlap}) must be smaller than --tile ({tile})")
+
+
+def _existing_policy(skip_existing: bool, overwrite: bool) -> Existing:
+    if skip_existing and overwrite:
+        raise UsageError("--skip-existing and --overwrite exclude each other; pick one")
+    return "skip" if skip_existing else "overwrite" if overwrite else "fail"
+
+
+def _check_stdout(jobs: Sequence[Job], json_lines: bool) -> None:
+    """Image data on stdout must go to a pipe or file, and cannot share stdout with JSON lines."""
+    if not any(job.target is None for job in jobs):
+        return
+    if json_lines:
+        raise UsageError("--json and -o - both write to stdout; write the image to a file")
+    if sys.stdout.isatty():
+        raise UsageError("refusing to write image data to a terminal; redirect stdout or pass -o FILE")
+
+
+def _load(run: Run, bars: ProgressBars) -> LoadedModel:
+    with bars.paused():
+        folder = resolve_model(run.model, progress=not run.quiet)
+        return load_model(folder, run.device)
+
+
+def _emit(record: Record, run: Run, out: TextIO) -> None:
+    """One JSON line on stdout (--json) and, for a failure, one error line on stderr."""
+    if run.json_lines:
+        out.write(record.to_json() + "\n")
+        out.flush()
+    if record.status == "failed" and record.error:
+        error_line(record.error)
+        if debug_enabled() and record.exception is not None:
+            traceback.print_exception(record.exception, file=sys.stderr)
+
+
+def _warning_line(message: str) -> None:
+    """Print `warning: <message>` as one line on stderr (retries that change how an image is made)."""
+    print(f"warning: {' '.join(message.split())}", file=sys.stderr)
+
+
+def _summary(records: Sequence[Record], started: float) -> str:
+    counts = {status: sum(r.status == status for r in records) for status in ("ok", "skipped", "failed")}
+    return (
+        f"{counts['ok']} upscaled, {counts['skipped']} skipped, {counts['failed']} failed"
+        f" in {time.perf_counter() - started:.1f} s"
+    )
+
+
+def _silence_closed_stdout() -> None:
+    """After a reader closed our stdout pipe, point stdout at /dev/null so exiting does not complain."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
+def _report_collisions(jobs: Sequence[Job], run: Run) -> list[Record]:
+    """A failed record, reported at once, for every job that `find_collisions` rules out."""
+    records = [
+        Record(job.input_name, job.output_name, "failed", reason)
+        for job, reason in find_collisions(jobs).items()
+    ]
+    for record in records:
+        _emit(record, run, sys.stdout)
+    return records
+
+
+def _run_jobs(jobs: Sequence[Job], settings: Settings, run: Run) -> list[Record]:
+    """Report collisions, then run the other jobs in order (KeyboardInterrupt propagates)."""
+    records = _report_collisions(jobs, run)
+    ruled_out = {record.input for record in records}
+    runnable = [job for job in jobs if job.input_name not in ruled_out]
+    enabled = not run.quiet and Console(stderr=True).is_terminal
+    notice = None if run.quiet else _warning_line
+    with ProgressBars(len(runnable), enabled) as bars:
+        model = LazyModel(lambda: _load(run, bars))
+        for job in runnable:
+            name = job.source.name if job.source is not None else "<stdin>"
+            streams = {
+                "stdin": sys.stdin.buffer if job.source is None else None,
+                "stdout": sys.stdout.buffer if job.target is None else None,
+            }
+            progress = bars.image(name)
+            records.append(run_job(job, settings, model, progress=progress, notice=notice, **streams))
+            _emit(records[-1], run, sys.stdout)
+            bars.file_done()
+    return records
+
+
+def _execute(jobs: Sequence[Job], settings: Settings, run: Run) -> None:
+    """Run every job, print the summary, and leave with the exit code that sums up the records."""
+    started = time.perf_counter()
+    check_formats(jobs, settings.bit_depth)
+    _check_stdout(jobs, run.json_lines)
+    try:
+        records = _run_jobs(jobs, settings, run)
+    except KeyboardInterrupt:
+        error_line("interrupted; no partial file was left; rerun with --skip-existing to resume")
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if len(jobs) > 1 and not run.quiet:
+        print(_summary(records, started), file=sys.stderr)
+    if any(r.status == "failed" for r in records):
+        if any(job.target is None for job in jobs):
+            _silence_closed_stdout()
+        raise typer.Exit(EXIT_FAILED)
+
+
+@dataclass(frozen=True)
+class Shared:
+    """The options `upscale` and `batch` share, as given on the command line."""
+
+    fmt: OutputFormat | None
+    quality: int
+    bit_depth: int | None
+    skip_existing: bool
+    overwrite: bool
+    max_pixels: int
+    model: str
+    scale: float
+    seed: int
+    tile: int
+    tile_overlap: int
+    tile_batch: int
+    official_tiling: bool
+    device: str
+    precision: Precision
+    json_lines: bool
+    quiet: bool
+
+    @classmethod
+    def pick(cls, params: Mapping[str, object]) -> Shared:
+        """The shared options out of a command's parameters (its `locals()`)."""
+        return cls(**{field.name: params[field.name] for field in fields(cls)})
+
+    @property
+    def format_name(self) -> str | None:
+        return self.fmt.value if self.fmt is not None else None
+
+    def settings(self, dtype: torch.dtype) -> Settings:
+        """Checked settings: tiling sizes, --skip-existing/--overwrite, the resolved precision."""
+        _check_tiling(self.tile, self.tile_overlap)
+        options = UpscaleOptions(
+            seed=self.seed,
+            dtype=dtype,
+            tile=self.tile,
+            tile_overlap=self.tile_overlap,
+            tile_batch=self.tile_batch,
+            official_tiling=self.official_tiling,
+        )
+        return Settings(
+            scale=self.scale,
+            options=options,
+            quality=self.quality,
+            bit_depth=self.bit_depth,
+            max_pixels=self.max_pixels,
+            existing=_existing_policy(self.skip_existing, self.overwrite),
+        )
+
+    def execute(self, jobs: Sequence[Job]) -> None:
+        """Resolve the device and precision, then run the jobs (see `_execute`)."""
+        device = resolve_device(self.device)
+        settings = self.settings(resolve_precision(self.precision.value, device))
+        _execute(jobs, settings, Run(self.model, device, self.json_lines, self.quiet))
+
+
+@reports_errors
+def upscale(
+    inputs: Inputs,
+    output: Output = None,
+    suffix: Suffix = None,
+    fmt: Format = None,
+    quality: Quality = 95,
+    bit_depth: BitDepth = None,
+    skip_existing: SkipExisting = False,
+    overwrite: Overwrite = False,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    model: Model = registry.DEFAULT_MODEL,
+    scale: Scale = 4,
+    seed: Seed = DEFAULT_SEED,
+    tile: Tile = DEFAULT_TILE,
+    tile_overlap: TileOverlap = DEFAULT_TILE_OVERLAP,
+    tile_batch: TileBatch = DEFAULT_TILE_BATCH,
+    official_tiling: OfficialTiling = False,
+    device: Device = "auto",
+    precision: PrecisionOption = Precision.auto,
+    json_lines: Json = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Upscale photos ×4 (or --scale): files, or - to read one image from stdin.
+
+    Without -o each result is written beside its input as <stem>_x4.<ext>. An existing output is never
+    replaced unless you pass --overwrite.
+    """
+    if debug:
+        set_debug(True)
+    shared = Shared.pick(locals())
+    shared.execute(plan_upscale(inputs, output, shared.format_name, suffix, scale))
+
+
+@reports_errors
+def batch(
+    folder: Folder,
+    output: OutDir,
+    recursive: Recursive = False,
+    glob: Glob = None,
+    fmt: Format = None,
+    quality: Quality = 95,
+    bit_depth: BitDepth = None,
+    skip_existing: SkipExisting = False,
+    overwrite: Overwrite = False,
+    max_pixels: MaxPixels = DEFAULT_MAX_PIXELS,
+    model: Model = registry.DEFAULT_MODEL,
+    scale: Scale = 4,
+    seed: Seed = DEFAULT_SEED,
+    tile: Tile = DEFAULT_TILE,
+    tile_overlap: TileOverlap = DEFAULT_TILE_OVERLAP,
+    tile_batch: TileBatch = DEFAULT_TILE_BATCH,
+    official_tiling: OfficialTiling = False,
+    device: Device = "auto",
+    precision: PrecisionOption = Precision.auto,
+    json_lines: Json = False,
+    quiet: Quiet = False,
+    debug: Debug = False,
+) -> None:
+    """Upscale every image in FOLDER into the -o folder, mirroring its tree with the same file names.
+
+    A file that fails does not stop the others. Inputs that would write the same output are reported
+    before any work and left out. Ctrl-C stops cleanly; rerun with --skip-existing to resume.
+    """
+    if debug:
+        set_debug(True)
+    shared = Shared.pick(locals())
+    shared.execute(plan_batch(folder, output, shared.format_name, recursive, glob))

@@ -1,0 +1,497 @@
+"""Upscale jobs: where each output goes, which inputs collide, and running one input to one record.
+
+Nothing here parses options or prints. A front end plans the jobs (`plan_upscale`, `plan_batch`),
+sets aside the ones `find_collisions` reports, runs the rest one at a time with `run_job` (each gives a
+`Record`, also when it fails) and reports the records.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from fnmatch import translate
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+import torch
+
+from resshift_cli import __version__
+from resshift_cli.devices import PRECISIONS, resolve_precision
+from resshift_cli.errors import ImageError, ResshiftError, UsageError
+from resshift_cli.images import (
+    DEFAULT_MAX_PIXELS,
+    FORMATS,
+    Picture,
+    format_for,
+    read_picture,
+    resize_picture,
+    write_picture,
+)
+from resshift_cli.loading import LoadedModel
+from resshift_cli.pipeline import Progress, ProgressCallback, UpscaleOptions, upscale_picture
+
+STDIO = "-"
+"""Stands for stdin as an input and for stdout as an output."""
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".jpe", ".jfif", ".webp", ".tif", ".tiff", ".bmp", ".gif"}
+    | {".ppm", ".pgm", ".pbm", ".pnm", ".tga"}
+)
+"""Suffixes (lower case) that `plan_batch` picks up when no --glob is given."""
+
+Existing = Literal["fail", "skip", "overwrite"]
+"""What to do when an output already exists: fail that input, skip it, or replace the file."""
+
+_PRECISION_NAMES = {
+    resolve_precision(name, torch.device("cpu")): name for name in PRECISIONS if name != "auto"
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One input and where its result goes: `source` None reads stdin, `target` None writes stdout.
+
+    fmt: output format name ("png", "jpg", "webp", "tiff").
+    """
+
+    source: Path | None
+    target: Path | None
+    fmt: str
+
+    @property
+    def input_name(self) -> str:
+        return STDIO if self.source is None else str(self.source)
+
+    @property
+    def output_name(self) -> str:
+        return STDIO if self.target is None else str(self.target)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How every job of one command runs.
+
+    scale: output size / input size, 1..16 (the model's ×4 passes, then a resize to the exact size).
+    existing: what to do with outputs that are already there.
+    """
+
+    scale: float = 4.0
+    options: UpscaleOptions = field(default_factory=UpscaleOptions)
+    quality: int = 95
+    bit_depth: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    existing: Existing = "fail"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """How an output was made; written into the file and into the JSON record."""
+
+    model: str
+    seed: int
+    scale: float
+    tiling: str
+    precision: str
+    device: str
+    version: str = __version__
+
+    def text(self) -> dict[str, str]:
+        """PNG text chunks; "Software" also becomes the EXIF Software tag of every format."""
+        return {
+            "Software": f"resshift-cli {self.version}",
+            **{
+                f"resshift:{k}": f"{v:g}" if isinstance(v, float) else str(v)
+                for k, v in self.fields().items()
+                if k != "version"
+            },
+        }
+
+    def fields(self) -> dict[str, str | int | float]:
+        return {
+            "model": self.model,
+            "seed": self.seed,
+            "scale": self.scale,
+            "tiling": self.tiling,
+            "precision": self.precision,
+            "device": self.device,
+            "version": self.version,
+        }
+
+
+@dataclass
+class Record:
+    """The outcome of one job. status: "ok" | "skipped" | "failed"; error: one line, or None."""
+
+    input: str
+    output: str
+    status: str
+    error: str | None = None
+    seconds: float = 0.0
+    size: tuple[int, int] | None = None
+    provenance: Provenance | None = None
+    exception: BaseException | None = field(default=None, repr=False)
+
+    def to_json(self) -> str:
+        """One JSON object: input, output, status, error, seconds, width, height, then the provenance."""
+        width, height = self.size or (None, None)
+        data = {
+            "input": self.input,
+            "output": self.output,
+            "status": self.status,
+            "error": self.error,
+            "seconds": round(self.seconds, 3),
+            "width": width,
+            "height": height,
+        }
+        return json.dumps(
+            {**data, **(self.provenance.fields() if self.provenance else {})}, ensure_ascii=False
+        )
+
+
+class LazyModel:
+    """A model loaded on first use, once: bad inputs fail before any weights are read or fetched."""
+
+    def __init__(self, load: Callable[[], LoadedModel]) -> None:
+        self._load = load
+        self._model: LoadedModel | None = None
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    def get(self) -> LoadedModel:
+        if self._model is None:
+            self._model = self._load()
+        return self._model
+
+
+# 1. Output paths -------------------------------------------------------------------------------------------
+
+
+def scale_suffix(scale: float) -> str:
+    """The default output suffix: "_x4" for 4, "_x2" for 2.0, "_x1.5" for 1.5."""
+    return f"_x{scale:g}"
+
+
+def output_extension(source: Path | None, fmt: str | None) -> str:
+    """The output suffix without the dot: the --format name, else the input's own suffix when we write
+    that format (its spelling kept, e.g. "JPG"), else "png"."""
+    if fmt is not None:
+        return format_for(Path(STDIO), fmt)
+    suffix = source.suffix.lstrip(".") if source is not None else ""
+    return suffix if suffix.lower() in FORMATS else "png"
+
+
+def _named_job(source: Path, folder: Path, stem: str, fmt: str | None) -> Job:
+    name = f"{stem}.{output_extension(source, fmt)}"
+    return Job(source, folder / name, format_for(Path(name), None))
+
+
+def _file_job(source: Path | None, target: Path, fmt: str | None) -> Job:
+    """`-o FILE`: the format from --format, else from the file's suffix; the two must agree."""
+    written = format_for(target, fmt)
+    named = FORMATS.get(target.suffix.lstrip(".").lower())
+    if fmt is not None and named is not None and named != written:
+        raise UsageError(f"{target}: the suffix says {named} but --format is {written}; make them agree")
+    return Job(source, target, written)
+
+
+def _unique_inputs(inputs: Sequence[str]) -> list[Path | None]:
+    """Inputs in order, a file named twice kept once; "-" (stdin) only as the single input."""
+    if STDIO in inputs and len(inputs) > 1:
+        raise UsageError("- (stdin) must be the only input")
+    seen: set[str] = set()
+    unique: list[Path | None] = []
+    for raw in inputs:
+        key = _path_key(Path(raw)) if raw != STDIO else STDIO
+        if key not in seen:
+            seen.add(key)
+            unique.append(None if raw == STDIO else Path(raw))
+    return unique
+
+
+def _into_folder(sources: list[Path | None], folder: Path, fmt: str | None, suffix: str) -> list[Job]:
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder}: is a file; with several inputs -o names a folder")
+    if None in sources:
+        raise UsageError("stdin has no file name to use in a folder; pass -o FILE or -o - with -")
+    return [_named_job(src, folder, src.stem + suffix, fmt) for src in sources if src is not None]
+
+
+def _beside_inputs(sources: list[Path | None], fmt: str | None, suffix: str) -> list[Job]:
+    """`<stem><suffix>.<ext>` in each input's folder; stdin goes to stdout (PNG unless --format)."""
+    return [
+        Job(None, None, format_for(Path(STDIO), fmt or "png"))
+        if src is None
+        else _named_job(src, src.parent, src.stem + suffix, fmt)
+        for src in sources
+    ]
+
+
+def plan_upscale(
+    inputs: Sequence[str], output: str | None, fmt: str | None, suffix: str | None, scale: float
+) -> list[Job]:
+    """Jobs for `resshift upscale INPUT... [-o OUTPUT]`.
+
+    No -o: `<stem><suffix>.<ext>` beside each input (suffix default `_x<scale>`); stdin goes to stdout.
+    -o -: stdout (one input). -o DIR (several inputs, an existing folder, or a path ending in /): the
+    inputs' own file names (plus --suffix when given) in DIR. Else -o is the output file.
+    """
+    sources = _unique_inputs(inputs)
+    if output is None:
+        return _beside_inputs(sources, fmt, scale_suffix(scale) if suffix is None else suffix)
+    if output == STDIO:
+        if len(sources) > 1:
+            raise UsageError("-o - (stdout) takes one input; use -o DIR for several")
+        return [Job(sources[0], None, format_for(Path(STDIO), fmt or "png"))]
+    target = Path(output)
+    if len(sources) > 1 or target.is_dir() or output.endswith(("/", os.sep)):
+        return _into_folder(sources, target, fmt, suffix or "")
+    return [_file_job(sources[0], target, fmt)]
+
+
+# 2. Finding a folder's images ------------------------------------------------------------------------------
+
+
+def _pattern_matcher(pattern: str | None) -> Callable[[Path], bool]:
+    """Relative path → wanted? No pattern: an image suffix. A pattern matches the file name, or the
+    relative path when it contains "/"; case is ignored either way."""
+    if pattern is None:
+        return lambda rel: rel.suffix.lower() in IMAGE_SUFFIXES
+    regex = re.compile(translate(pattern), re.IGNORECASE)
+    if "/" in pattern:
+        return lambda rel: regex.match(rel.as_posix()) is not None
+    return lambda rel: regex.match(rel.name) is not None
+
+
+def _walk(folder: Path, recursive: bool, skip: str) -> Iterator[Path]:
+    """Files under `folder` in sorted order; hidden files and folders and the folder keyed `skip` left out."""
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        kept = [d for d in dirs if recursive and not d.startswith(".") and _path_key(here / d) != skip]
+        dirs[:] = sorted(kept)
+        yield from (here / name for name in sorted(files) if not name.startswith("."))
+
+
+def find_images(
+    folder: Path, recursive: bool = False, pattern: str | None = None, skip: Path | None = None
+) -> list[Path]:
+    """The images `plan_batch` picks up, sorted; the folder `skip` (the output folder) is never entered."""
+    wanted = _pattern_matcher(pattern)
+    skip_key = _path_key(skip) if skip is not None else ""
+    return [path for path in _walk(folder, recursive, skip_key) if wanted(path.relative_to(folder))]
+
+
+def plan_batch(
+    folder: Path, outdir: Path, fmt: str | None = None, recursive: bool = False, pattern: str | None = None
+) -> list[Job]:
+    """Jobs for `resshift batch`: OUTDIR mirrors the input tree with the same file names (the suffix
+    changes only with --format, or to .png for formats we read but do not write)."""
+    if _path_key(folder) == _path_key(outdir):
+        raise UsageError(f"{outdir}: the output folder must differ from the input folder")
+    sources = find_images(folder, recursive, pattern, skip=outdir)
+    if not sources:
+        what = f'matching "{pattern}"' if pattern else "with an image suffix"
+        hint = "" if recursive else "; add --recursive to look in sub-folders"
+        raise UsageError(f"{folder}: no files {what}{hint}")
+    jobs = []
+    for source in sources:
+        relative = source.relative_to(folder)
+        jobs.append(_named_job(source, outdir / relative.parent, relative.stem, fmt))
+    return jobs
+
+
+# 3. Collisions ---------------------------------------------------------------------------------------------
+
+
+def _path_key(path: Path) -> str:
+    """A comparable name for a path: absolute, links resolved, case folded (so that two outputs that
+    differ only in case count as one, as they do on macOS and Windows)."""
+    return str(path.expanduser().resolve()).casefold()
+
+
+def find_collisions(jobs: Sequence[Job]) -> dict[Job, str]:
+    """Jobs that must not run, with the one-line reason: several inputs would write the same output,
+    or an output would replace one of the inputs."""
+    by_target: dict[str, list[Job]] = defaultdict(list)
+    for job in jobs:
+        if job.target is not None:
+            by_target[_path_key(job.target)].append(job)
+    inputs = {_path_key(job.source): job for job in jobs if job.source is not None}
+    problems: dict[Job, str] = {}
+    for key, group in by_target.items():
+        if len(group) > 1:
+            names = " and ".join(job.input_name for job in group)
+            for job in group:
+                problems[job] = (
+                    f"{job.input_name}: {names} would all write {job.target}; none of them was written"
+                )
+        elif key in inputs:
+            job = group[0]
+            problems[job] = (
+                f"{job.input_name}: its output {job.target} would replace the input {inputs[key].input_name};"
+                " not written"
+            )
+    return problems
+
+
+def check_formats(jobs: Sequence[Job], bit_depth: int | None) -> None:
+    """Refuse, before any work, a 16-bit request for an output format that holds 8 bits."""
+    for job in jobs:
+        if bit_depth == 16 and job.fmt in ("jpg", "webp"):
+            raise UsageError(
+                f"{job.output_name}: {job.fmt.upper()} holds 8 bits per channel;"
+                " --bit-depth 16 needs png or tiff"
+            )
+
+
+# 4. Running one job ----------------------------------------------------------------------------------------
+
+
+def passes_for(scale: float, model_scale: int) -> int:
+    """How many model passes reach `scale`: the fewest n with model_scale**n >= scale (at least 1)."""
+    return max(1, math.ceil(math.log(scale, model_scale) - 1e-9))
+
+
+def _pass_progress(progress: ProgressCallback | None, index: int, passes: int) -> ProgressCallback | None:
+    if progress is None or passes == 1:
+        return progress
+    return lambda p: progress(Progress(f"pass {index + 1}/{passes} {p.stage}", p.done, p.total))
+
+
+def upscale_to_scale(
+    model: LoadedModel,
+    picture: Picture,
+    scale: float,
+    options: UpscaleOptions,
+    progress: ProgressCallback | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> Picture:
+    """The picture `scale` times larger: model passes (×model.scale each), then a Lanczos/area resize to
+    round(scale·H) × round(scale·W) when the passes did not land on it exactly. `notice` hears about
+    the pipeline's retries (out of memory, non-finite values)."""
+    height, width = max(1, round(picture.height * scale)), max(1, round(picture.width * scale))
+    passes = passes_for(scale, model.scale)
+    result = picture
+    for index in range(passes):
+        result = upscale_picture(model, result, options, _pass_progress(progress, index, passes), notice)
+    if (result.height, result.width) != (height, width):
+        result = resize_picture(result, height, width)
+    return result
+
+
+def describe_tiling(options: UpscaleOptions) -> str:
+    """ "none" | "tile 256, overlap 64" | "official, tile 256, overlap 64"."""
+    if options.tile == 0:
+        return "none"
+    tiles = f"tile {options.tile}, overlap {options.tile_overlap}"
+    return f"official, {tiles}" if options.official_tiling else tiles
+
+
+def provenance(model: LoadedModel, settings: Settings) -> Provenance:
+    device = next(model.unet.parameters()).device
+    return Provenance(
+        model=model.name,
+        seed=settings.options.seed,
+        scale=settings.scale,
+        tiling=describe_tiling(settings.options),
+        precision=_PRECISION_NAMES.get(settings.options.dtype, str(settings.options.dtype)),
+        device=device.type,
+    )
+
+
+def _existing_outcome(job: Job, settings: Settings) -> tuple[str, str | None] | None:
+    """("skipped", None) or ("failed", reason) when the output is already there; None to go ahead."""
+    if job.target is None or not (job.target.exists() or job.target.is_symlink()):
+        return None
+    if settings.existing == "skip":
+        return "skipped", None
+    if settings.existing == "overwrite":
+        return None
+    return (
+        "failed",
+        f"{job.target}: already exists; pass --overwrite to replace it or --skip-existing to keep it",
+    )
+
+
+def _read(job: Job, max_pixels: int, stdin: BinaryIO | None) -> Picture:
+    if job.source is not None:
+        return read_picture(job.source, max_pixels=max_pixels)
+    if stdin is None:
+        raise UsageError("reading from stdin needs a stdin stream")
+    return read_picture(stdin.read(), name="<stdin>", max_pixels=max_pixels)
+
+
+def _write(picture: Picture, job: Job, settings: Settings, made: Provenance, stdout: BinaryIO | None) -> None:
+    target: Path | BinaryIO | None = job.target if job.target is not None else stdout
+    if target is None:
+        raise UsageError("writing to stdout needs a stdout stream")
+    if isinstance(target, Path):
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ImageError(
+                f"{target.parent}: cannot create the output folder ({err.strerror or err})"
+            ) from err
+    try:
+        write_picture(picture, target, job.fmt, settings.quality, settings.bit_depth, made.text())
+    except BrokenPipeError as err:
+        raise ImageError("<stdout>: the reading program closed the pipe") from err
+
+
+def _failure(job: Job, err: BaseException, started: float) -> Record:
+    message = (
+        str(err)
+        if isinstance(err, ResshiftError)
+        else f"{job.input_name}: unexpected {type(err).__name__}: {err}"
+    )
+    return Record(
+        job.input_name,
+        job.output_name,
+        "failed",
+        " ".join(message.split()),
+        time.perf_counter() - started,
+        exception=err,
+    )
+
+
+def run_job(
+    job: Job,
+    settings: Settings,
+    model: LazyModel,
+    *,
+    stdin: BinaryIO | None = None,
+    stdout: BinaryIO | None = None,
+    progress: ProgressCallback | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> Record:
+    """Read, upscale and write one input; every problem of this input becomes a failed Record.
+
+    Errors of the model itself (it cannot be fetched or loaded) are raised: they concern every input.
+    `notice` hears about retries, prefixed with the input's name.
+    """
+    started = time.perf_counter()
+    outcome = _existing_outcome(job, settings)
+    if outcome is not None:
+        status, reason = outcome
+        return Record(job.input_name, job.output_name, status, reason, time.perf_counter() - started)
+    try:
+        picture = _read(job, settings.max_pixels, stdin)
+    except Exception as err:
+        return _failure(job, err, started)
+    loaded = model.get()
+    try:
+        told = None if notice is None else lambda message: notice(f"{job.input_name}: {message}")
+        result = upscale_to_scale(loaded, picture, settings.scale, settings.options, progress, told)
+        made = provenance(loaded, settings)
+        _write(result, job, settings, made, stdout)
+    except Exception as err:
+        return _failure(job, err, started)
+    size = (result.width, result.height)
+    return Record(job.input_name, job.output_name, "ok", None, time.perf_counter() - started, size, made)
