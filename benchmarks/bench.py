@@ -175,6 +175,8 @@ class StageClock:
         self.device = device
         self.seconds = dict.fromkeys(STAGES, 0.0)
         self.unet_calls = 0
+        self.notes: list[str] = []
+        """Retries the pipeline reported (e.g. a non-finite bf16 result redone in float32)."""
         self._started = 0.0
 
     def _before(self, _module: nn.Module, _inputs: object) -> None:
@@ -236,8 +238,36 @@ def options_for(case: Case, device: torch.device) -> UpscaleOptions:
     )
 
 
+@dataclass
+class Run:
+    """One timed `upscale_tensor` call: wall and CPU seconds, per-stage seconds and the output."""
+
+    total_s: float
+    cpu_s: float
+    stages: dict[str, float]
+    unet_calls: int
+    output: torch.Tensor
+
+
+def timed_run(model: LoadedModel, image: torch.Tensor, options: UpscaleOptions, clock: StageClock) -> Run:
+    """Upscale (1, 3, H, W) in [0, 1] once with the stage hooks on; the output (1, 3, 4H, 4W) on the CPU."""
+    with clock.running():
+        started, cpu_started = time.perf_counter(), time.process_time()
+        output = upscale_tensor(model, image, options, notice=clock.notes.append)
+        synchronize(clock.device)
+        total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    return Run(total, cpu, dict(clock.seconds), clock.unet_calls, output.float().cpu())
+
+
+def peak_memory(device: torch.device, fresh_process: bool) -> tuple[float | None, str]:
+    """(GiB, what was measured): the CUDA allocator peak since the last reset, else the process's peak RSS."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / GIB, "cuda allocated"
+    return peak_rss_gib(), "rss" if fresh_process else "rss (whole benchmark process)"
+
+
 def measure(case: Case, fresh_process: bool) -> tuple[Measurement, torch.Tensor]:
-    """Load the model, run `case.repeat` upscales, keep the fastest; returns it and the (1, 3, 4H, 4W) output.
+    """Load the model, run `case.repeat` upscales, keep the fastest; returns it and its (1, 3, 4H, 4W) output.
 
     1. load (or build) the model on the device: `load_s`;
     2. run the pipeline with stage hooks installed, best of `repeat` by total time;
@@ -250,25 +280,12 @@ def measure(case: Case, fresh_process: bool) -> tuple[Measurement, torch.Tensor]
     model = open_model(case.model, device)
     synchronize(device)
     load_s = time.perf_counter() - started
-    image, notes = test_image(case.size), []
     clock = StageClock(model, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    best: tuple[float, float, dict[str, float], int, torch.Tensor] | None = None
-    for _ in range(case.repeat):
-        with clock.running():
-            started, cpu_started = time.perf_counter(), time.process_time()
-            output = upscale_tensor(model, image, options_for(case, device), notice=notes.append)
-            synchronize(device)
-            total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-        if best is None or total < best[0]:
-            best = (total, cpu, dict(clock.seconds), clock.unet_calls, output.float().cpu())
-    assert best is not None
-    total, cpu, stages, calls, output = best
-    if device.type == "cuda":
-        peak, memory = torch.cuda.max_memory_allocated(device) / GIB, "cuda allocated"
-    else:
-        peak, memory = peak_rss_gib(), "rss" if fresh_process else "rss (whole benchmark process)"
+    image, options = test_image(case.size), options_for(case, device)
+    best = min((timed_run(model, image, options, clock) for _ in range(case.repeat)), key=lambda r: r.total_s)
+    peak, memory = peak_memory(device, fresh_process)
     result = Measurement(
         model=model.name,
         device=str(device),
@@ -276,17 +293,17 @@ def measure(case: Case, fresh_process: bool) -> tuple[Measurement, torch.Tensor]
         lr=case.size,
         tile=case.tile,
         steps=model.config.diffusion.steps,
-        out_mp=output.shape[-2] * output.shape[-1] / 1e6,
+        out_mp=best.output.shape[-2] * best.output.shape[-1] / 1e6,
         load_s=load_s,
-        total_s=total,
-        cpu_s=cpu,
-        stages=stages,
-        unet_calls=calls,
+        total_s=best.total_s,
+        cpu_s=best.cpu_s,
+        stages=best.stages,
+        unet_calls=best.unet_calls,
         peak_gib=peak,
         memory=memory,
-        notes=notes,
+        notes=clock.notes,
     )
-    return result, output
+    return result, best.output
 
 
 def measure_in_subprocess(case: Case, workdir: Path) -> tuple[Measurement, torch.Tensor]:

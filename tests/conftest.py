@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from servers import HubServer
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -33,3 +36,11 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory, monkeypatch: 
 def golden_dir() -> Path:
     """The golden reference data copied from ../shared/golden."""
     return GOLDEN
+
+
+@pytest.fixture
+def hub_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
+    """A local server speaking the Hugging Face Hub download protocol, set as `HF_ENDPOINT`."""
+    with HubServer() as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
+        yield server

@@ -35,13 +35,6 @@ def release(golden_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Relea
         yield server
 
 
-@pytest.fixture
-def hub_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
-    with HubServer() as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        yield server
-
-
 @pytest.fixture(scope="module")
 def tiny_folder(tmp_path_factory: pytest.TempPathFactory, golden_dir: Path) -> Path:
     """A converted tiny model folder (what `resshift models export` uploads)."""

@@ -30,13 +30,6 @@ def release(golden_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Relea
 
 
 @pytest.fixture
-def hub_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[HubServer]:
-    with HubServer() as server:
-        monkeypatch.setenv("HF_ENDPOINT", server.url)
-        yield server
-
-
-@pytest.fixture
 def pth_files(tmp_path: Path, golden_dir: Path) -> tuple[Path, Path]:
     """The tiny official-layout `.pth` pair, as a user would have fetched it by hand."""
     files = tiny_release(golden_dir, "ddp")

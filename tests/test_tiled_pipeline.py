@@ -76,3 +76,15 @@ def test_out_of_memory_halves_the_tile_down_to_64() -> None:
     assert smaller_tile(UpscaleOptions(tile=128), 1000, 1000) == 64
     assert smaller_tile(UpscaleOptions(tile=64), 1000, 1000) == 64
     assert issubclass(DeviceError, Exception)
+
+
+def test_non_finite_reduced_precision_output_is_retried_in_float32() -> None:
+    model = tiny_model("v3")
+    with torch.no_grad():
+        model.autoencoder.decoder.conv_in.weight.mul_(1e6)  # overflows float16, harmless in float32
+    lr = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(5))
+    notices: list[str] = []
+    out = upscale_tensor(model, lr, UpscaleOptions(dtype=torch.float16), notice=notices.append)
+    assert torch.isfinite(out).all()
+    assert notices == ["non-finite values in float16 output; retrying in float32"]
+    assert torch.equal(out, upscale_tensor(model, lr, UpscaleOptions(dtype=torch.float32)))

@@ -54,7 +54,7 @@ from resshift_cli.cli.options import (
     TileBatch,
     TileOverlap,
 )
-from resshift_cli.devices import resolve_device, resolve_precision
+from resshift_cli.devices import configure_threads, resolve_device, resolve_precision
 from resshift_cli.errors import UsageError
 from resshift_cli.hub import resolve_model
 from resshift_cli.images import DEFAULT_MAX_PIXELS
@@ -169,6 +169,7 @@ def _check_stdout(jobs: Sequence[Job], json_lines: bool) -> None:
 def _load(run: Run, bars: ProgressBars) -> LoadedModel:
     with bars.paused():
         folder = resolve_model(run.model, progress=not run.quiet)
+        configure_threads()
         return load_model(folder, run.device)
 
 
