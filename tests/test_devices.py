@@ -7,6 +7,8 @@ from resshift_cli.devices import (
     autocast,
     available_cpus,
     configure_threads,
+    cpu_has_native_bf16,
+    memory_format,
     generator,
     resolve_device,
     resolve_precision,
@@ -36,7 +38,7 @@ def test_unknown_device_and_precision_are_usage_errors() -> None:
 
 def test_precision_policy() -> None:
     cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu) == torch.float32
+    assert resolve_precision("auto", cpu) == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
     assert resolve_precision("bf16", cpu) == torch.bfloat16
     assert resolve_precision("fp16", cpu) == torch.float16
 
@@ -61,3 +63,11 @@ def test_threads_follow_the_usable_cpus(monkeypatch: pytest.MonkeyPatch) -> None
         assert configure_threads() == available_cpus() >= 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_channels_last_only_for_reduced_precision_on_cpu_and_cuda() -> None:
+    cpu, mps = torch.device("cpu"), torch.device("mps")
+    assert memory_format(cpu, torch.float32) == torch.contiguous_format
+    assert memory_format(cpu, torch.bfloat16) == torch.channels_last
+    assert memory_format(torch.device("cuda"), torch.float16) == torch.channels_last
+    assert memory_format(mps, torch.float16) == torch.contiguous_format

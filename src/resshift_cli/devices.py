@@ -50,14 +50,26 @@ def _check_available(device: torch.device) -> None:
         raise UsageError(f"unsupported device {device}; use auto, cpu, cuda, cuda:N or mps")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+
+
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """`auto` → bf16 on CUDA with bf16 support, else fp16 on CUDA; fp32 on MPS and CPU."""
+    """`auto` → bf16 on CUDA with bf16 support, else fp16 on CUDA; bf16 on CPUs that compute it natively
+    (measured 1.9–3.7× faster than fp32 at 42 dB PSNR against it); fp32 on MPS and other CPUs."""
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if precision != "auto":
         return _DTYPES[precision]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_native_bf16():
+        return torch.bfloat16
     return torch.float32
 
 
@@ -86,6 +98,14 @@ def configure_threads() -> int:
     if "OMP_NUM_THREADS" not in os.environ:
         torch.set_num_threads(available_cpus())
     return torch.get_num_threads()
+
+
+def memory_format(device: torch.device, dtype: torch.dtype) -> torch.memory_format:
+    """Channels-last for reduced precision on CPU and CUDA (oneDNN/cuDNN fast paths: 2× for bf16 on CPU);
+    the exact float32 path keeps the contiguous layout, whose rounding matches the official code."""
+    if dtype == torch.float32 or device.type not in ("cpu", "cuda"):
+        return torch.contiguous_format
+    return torch.channels_last
 
 
 def generator(seed: int) -> torch.Generator:
