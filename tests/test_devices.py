@@ -8,8 +8,8 @@ from resshift_cli.devices import (
     available_cpus,
     configure_threads,
     cpu_has_native_bf16,
-    memory_format,
     generator,
+    memory_format,
     resolve_device,
     resolve_precision,
 )
