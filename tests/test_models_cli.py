@@ -58,6 +58,8 @@ def assert_upscales_like_golden(model: str, golden_dir: Path, out: Path) -> None
         model,
         "-o",
         str(out),
+        "--precision",
+        "fp32",
         "--quiet",
     ]
     code, _, err = resshift(*args)

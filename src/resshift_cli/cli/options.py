@@ -29,7 +29,7 @@ class OutputFormat(str, Enum):
 
 
 class Precision(str, Enum):
-    """Autocast precision of the networks (`auto`: fp16/bf16 on CUDA, fp32 on MPS and CPU)."""
+    """Autocast precision of the networks (`auto`: see `devices.resolve_precision`)."""
 
     auto = "auto"
     fp32 = "fp32"
@@ -184,7 +184,7 @@ PrecisionOption = Annotated[
     Precision,
     typer.Option(
         "--precision",
-        help="auto: fp16 or bf16 on CUDA, fp32 on MPS and CPU.",
+        help="auto: bf16 (or fp16) on CUDA, bf16 on CPUs with native bf16, else fp32 (the exact path).",
         rich_help_panel=DEVICE_PANEL,
     ),
 ]
