@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -25,8 +26,11 @@ DEFAULT_TILE = 256
 DEFAULT_TILE_OVERLAP = 64
 DEFAULT_TILE_BATCH = 4
 MIN_TILE = 64
-VAE_CONTEXT = 32
-"""LR (= latent) pixels of extra context each autoencoder tile reads and discards."""
+VAE_TILE = 128
+VAE_OVERLAP = 16
+VAE_CONTEXT = 16
+"""Autoencoder tiling in LR (= latent) pixels: its mid-block attention is quadratic in the tile's area, so
+it gets its own small tiles (blended over `VAE_OVERLAP`, each reading `VAE_CONTEXT` of extra context)."""
 
 
 @dataclass(frozen=True)
@@ -134,23 +138,25 @@ def _vae_map(
     fn: Callable[[Tensor], Tensor],
     part: nn.Module,
     x: Tensor,
-    tiles: list[Tile],
     scale: int,
+    tiled: bool,
     options: UpscaleOptions,
     report: Callable[[int, int], None] | None,
 ) -> Tensor:
     """Run an autoencoder half (`part`, used by `fn`) whole, or tiled in two passes.
 
-    Tiled: each tile reads `VAE_CONTEXT` pixels of unblended context; a first pass gathers the
-    GroupNorm statistics of the whole image, the second normalises every tile with them (so tiles
-    agree in tone) and blends the outputs. Progress is reported for the second pass.
+    Tiled: `VAE_TILE` tiles, each reading `VAE_CONTEXT` pixels of unblended context; a first pass
+    gathers the GroupNorm statistics of the whole image, the second normalises every tile with them
+    (so tiles agree in tone) and blends the outputs. Progress is reported for the second pass.
     """
-    if len(tiles) == 1:
+    if not tiled:
         return fn(x).float()
+    vae_tiles = plan_tiles(x.shape[-2], x.shape[-1], VAE_TILE, VAE_OVERLAP)
+    run = partial(tiled_map, fn, x, vae_tiles, scale, batch=options.tile_batch, context=VAE_CONTEXT)
     with shared_statistics(part) as freeze:
-        tiled_map(fn, x, tiles, scale, batch=options.tile_batch, context=VAE_CONTEXT)
+        run()
         freeze()
-        return tiled_map(fn, x, tiles, scale, batch=options.tile_batch, context=VAE_CONTEXT, on_batch=report)
+        return run(on_batch=report)
 
 
 def plan(height: int, width: int, options: UpscaleOptions) -> list[Tile]:
@@ -171,24 +177,23 @@ def _upscale(
 ) -> Tensor:
     """The shared-latent pipeline on (1, 3, H, W) in [−1, 1] → (1, 3, s·H, s·W) in [−1, 1], not clamped.
 
-    1. reflect-pad to multiples of 64 and plan tiles on the padded canvas;
-    2. encode bicubic-×s LR tiles into one latent canvas;
+    1. reflect-pad to multiples of 64 and plan the denoiser's tiles on the padded canvas;
+    2. encode bicubic-×s LR into one latent canvas (in `VAE_TILE` tiles when the image is tiled);
     3. draw prior and step noise on the whole canvas; at every step blend the tiles' x̂₀ (smooth weights);
-    4. decode tile by tile with overlap and blending; crop the padding.
+    4. decode (tiled likewise) and crop the padding.
     """
     height, width = y.shape[-2:]
     y_p = pad_to_multiple(y, model.config.unet.lq_size)
     tiles = plan(*y_p.shape[-2:], options)
+    tiled = len(tiles) > 1
     schedule = make_schedule(model.config.diffusion)
-    encode = model.autoencoder.encoder
-    z_y = _vae_map(
-        lambda lr: encode_lr(model, lr), encode, y_p, tiles, 1, options, _reporter(progress, "encode")
-    )
+    ae = model.autoencoder
+    encode_report, decode_report = _reporter(progress, "encode"), _reporter(progress, "decode")
+    z_y = _vae_map(lambda lr: encode_lr(model, lr), ae.encoder, y_p, 1, tiled, options, encode_report)
     z_0 = sample(_denoiser(model, y_p, tiles, options, progress), z_y, schedule, generator(options.seed))
-    decoder, decode_report = model.autoencoder.decoder, _reporter(progress, "decode")
-    image = _vae_map(
-        lambda z: decode_latent(model, z), decoder, z_0, tiles, model.scale, options, decode_report
-    )
+    z_q = ae.quantize(z_0 / model.config.diffusion.scale_factor)  # per position: once, on the whole canvas
+    decode = lambda z: ae.decode_without_quantization(z).float()  # noqa: E731
+    image = _vae_map(decode, ae.decoder, z_q, model.scale, tiled, options, decode_report)
     return image[..., : model.scale * height, : model.scale * width]
 
 

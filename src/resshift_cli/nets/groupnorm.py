@@ -41,10 +41,10 @@ class SharedGroupNorm(nn.GroupNorm):
 
     def _gather(self, x: Tensor) -> None:
         groups = x.float().reshape(x.shape[0], self.num_groups, -1)
-        n = torch.full((self.num_groups,), float(groups.shape[0] * groups.shape[2]), device=x.device)
-        moments = torch.stack(
-            [n, groups.mean(-1).sum(0) * groups.shape[2], (groups**2).mean(-1).sum(0) * groups.shape[2]]
-        )
+        var, mean = torch.var_mean(groups, dim=-1, correction=0)  # (B, G) each
+        n = groups.shape[2]
+        count = torch.full((self.num_groups,), float(groups.shape[0] * n), device=x.device)
+        moments = torch.stack([count, mean.sum(0) * n, (var + mean**2).sum(0) * n])
         self._sums = moments if self._sums is None else self._sums + moments
 
     def forward(self, x: Tensor) -> Tensor:

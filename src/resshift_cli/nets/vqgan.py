@@ -16,7 +16,7 @@ from resshift_cli.config import AutoencoderConfig, DDConfig
 from resshift_cli.errors import ModelError
 from resshift_cli.nets.groupnorm import SharedGroupNorm
 
-QUANTIZE_CHUNK = 16384
+QUANTIZE_CHUNK = 4096
 """Latent positions per nearest-code search, bounding its (chunk, n_embed) distance matrix."""
 
 
@@ -235,5 +235,5 @@ class VQModelTorch(nn.Module):
         return self.decoder(self.post_quant_conv(self.quantize(z)))
 
     def decode_without_quantization(self, z: Tensor) -> Tensor:
-        """Decode skipping the codebook snap (used to check the decoder in isolation)."""
+        """Decode without the codebook snap: for latents already quantised (tiled decoding) or tests."""
         return self.decoder(self.post_quant_conv(z))
