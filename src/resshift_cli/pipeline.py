@@ -140,19 +140,18 @@ def _vae_map(
     x: Tensor,
     scale: int,
     tiled: bool,
-    options: UpscaleOptions,
     report: Callable[[int, int], None] | None,
 ) -> Tensor:
     """Run an autoencoder half (`part`, used by `fn`) whole, or tiled in two passes.
 
-    Tiled: `VAE_TILE` tiles, each reading `VAE_CONTEXT` pixels of unblended context; a first pass
-    gathers the GroupNorm statistics of the whole image, the second normalises every tile with them
+    Tiled: `VAE_TILE` tiles, one at a time, each reading `VAE_CONTEXT` pixels of unblended context; a
+    first pass gathers the GroupNorm statistics of the whole image, the second normalises every tile with them
     (so tiles agree in tone) and blends the outputs. Progress is reported for the second pass.
     """
     if not tiled:
         return fn(x).float()
     vae_tiles = plan_tiles(x.shape[-2], x.shape[-1], VAE_TILE, VAE_OVERLAP)
-    run = partial(tiled_map, fn, x, vae_tiles, scale, batch=options.tile_batch, context=VAE_CONTEXT)
+    run = partial(tiled_map, fn, x, vae_tiles, scale, context=VAE_CONTEXT)  # one tile at a time: memory
     with shared_statistics(part) as freeze:
         run()
         freeze()
@@ -189,11 +188,11 @@ def _upscale(
     schedule = make_schedule(model.config.diffusion)
     ae = model.autoencoder
     encode_report, decode_report = _reporter(progress, "encode"), _reporter(progress, "decode")
-    z_y = _vae_map(lambda lr: encode_lr(model, lr), ae.encoder, y_p, 1, tiled, options, encode_report)
+    z_y = _vae_map(lambda lr: encode_lr(model, lr), ae.encoder, y_p, 1, tiled, encode_report)
     z_0 = sample(_denoiser(model, y_p, tiles, options, progress), z_y, schedule, generator(options.seed))
     z_q = ae.quantize(z_0 / model.config.diffusion.scale_factor)  # per position: once, on the whole canvas
     decode = lambda z: ae.decode_without_quantization(z).float()  # noqa: E731
-    image = _vae_map(decode, ae.decoder, z_q, model.scale, tiled, options, decode_report)
+    image = _vae_map(decode, ae.decoder, z_q, model.scale, tiled, decode_report)
     return image[..., : model.scale * height, : model.scale * width]
 
 

@@ -161,7 +161,7 @@ TileOverlap = Annotated[
 ]
 TileBatch = Annotated[
     int,
-    typer.Option("--tile-batch", min=1, help="Tiles per network call.", rich_help_panel=TILING_PANEL),
+    typer.Option("--tile-batch", min=1, help="Denoiser tiles per network call.", rich_help_panel=TILING_PANEL),
 ]
 OfficialTiling = Annotated[
     bool,
