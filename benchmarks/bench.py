@@ -440,7 +440,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tiles", type=int_list, default=[0], help="LR tile sides, 0 = untiled (default 0)")
     p.add_argument("--tile-overlap", type=int, default=None, help="LR overlap of tiles (default: tile / 4)")
-    p.add_argument("--tile-batch", type=int, default=4, help="tiles per network call (default 4)")
+    p.add_argument(
+        "--tile-batch", type=int, default=0, help="denoiser tiles per call (default 0: 4 on CUDA, else 1)"
+    )
     p.add_argument("--precisions", type=word_list, default=["fp32", "bf16"], help="fp32,bf16,fp16 or auto")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument(

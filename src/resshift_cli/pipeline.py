@@ -24,7 +24,7 @@ DEFAULT_SEED = 12345
 
 DEFAULT_TILE = 256
 DEFAULT_TILE_OVERLAP = 64
-DEFAULT_TILE_BATCH = 4
+DEFAULT_TILE_BATCH = 0
 MIN_TILE = 64
 VAE_TILE = 128
 VAE_OVERLAP = 16
@@ -39,7 +39,8 @@ class UpscaleOptions:
 
     seed: noise seed (CPU generator). dtype: autocast dtype (float32 = the exact path).
     tile: tile side in LR pixels, a multiple of 64, or 0 for the whole image at once.
-    tile_overlap: LR pixels shared by neighbouring tiles. tile_batch: tiles per network call.
+    tile_overlap: LR pixels shared by neighbouring tiles. tile_batch: denoiser tiles per network call
+    (0 = `tile_batch_for(device)`).
     official_tiling: reproduce the official script's chop (independent chains, equal-weight average).
     """
 
@@ -129,7 +130,8 @@ def _denoiser(
             return model.unet(x_tiles, t[:1].expand(x_tiles.shape[0]), lq_tiles)
 
         on_batch = lambda done, _total: report(i, done)  # noqa: E731
-        return tiled_map(tile_unet, x, tiles, extra=(lq,), batch=options.tile_batch, on_batch=on_batch)
+        batch = options.tile_batch or tile_batch_for(x.device)
+        return tiled_map(tile_unet, x, tiles, extra=(lq,), batch=batch, on_batch=on_batch)
 
     return denoise
 
@@ -156,6 +158,12 @@ def _vae_map(
         run()
         freeze()
         return run(on_batch=report)
+
+
+def tile_batch_for(device: torch.device) -> int:
+    """Denoiser tiles per call by default: 4 on CUDA (fills the GPU); 1 elsewhere, where batching gains
+    nothing and multiplies peak memory (CPU, tiny model, 512² → 2048²: 1.85 GB with 4, 1.30 GB with 1)."""
+    return 4 if device.type == "cuda" else 1
 
 
 def plan(height: int, width: int, options: UpscaleOptions) -> list[Tile]:

@@ -161,7 +161,12 @@ TileOverlap = Annotated[
 ]
 TileBatch = Annotated[
     int,
-    typer.Option("--tile-batch", min=1, help="Denoiser tiles per network call.", rich_help_panel=TILING_PANEL),
+    typer.Option(
+        "--tile-batch",
+        min=0,
+        help="Denoiser tiles per network call (0 = auto: 4 on CUDA, 1 elsewhere).",
+        rich_help_panel=TILING_PANEL,
+    ),
 ]
 OfficialTiling = Annotated[
     bool,
