@@ -4,17 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import partial
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from resshift_cli.devices import autocast, generator, memory_format
 from resshift_cli.errors import DeviceError
 from resshift_cli.images import Picture, with_pixels
 from resshift_cli.loading import LoadedModel
-from resshift_cli.nets.groupnorm import shared_statistics
 from resshift_cli.sampler import Denoiser, sample
 from resshift_cli.schedule import make_schedule
 from resshift_cli.tiling import Tile, official_tiles, plan_tiles, tiled_map
@@ -138,26 +136,17 @@ def _denoiser(
 
 def _vae_map(
     fn: Callable[[Tensor], Tensor],
-    part: nn.Module,
     x: Tensor,
     scale: int,
     tiled: bool,
     report: Callable[[int, int], None] | None,
 ) -> Tensor:
-    """Run an autoencoder half (`part`, used by `fn`) whole, or tiled in two passes.
-
-    Tiled: `VAE_TILE` tiles, one at a time, each reading `VAE_CONTEXT` pixels of unblended context; a
-    first pass gathers the GroupNorm statistics of the whole image, the second normalises every tile with them
-    (so tiles agree in tone) and blends the outputs. Progress is reported for the second pass.
-    """
+    """Run an autoencoder half (`fn`) on the whole canvas, or in `VAE_TILE` tiles one at a time, each
+    reading `VAE_CONTEXT` pixels of unblended context, blended over `VAE_OVERLAP`."""
     if not tiled:
         return fn(x).float()
-    vae_tiles = plan_tiles(x.shape[-2], x.shape[-1], VAE_TILE, VAE_OVERLAP)
-    run = partial(tiled_map, fn, x, vae_tiles, scale, context=VAE_CONTEXT)  # one tile at a time: memory
-    with shared_statistics(part) as freeze:
-        run()
-        freeze()
-        return run(on_batch=report)
+    tiles = plan_tiles(x.shape[-2], x.shape[-1], VAE_TILE, VAE_OVERLAP)
+    return tiled_map(fn, x, tiles, scale, context=VAE_CONTEXT, on_batch=report)
 
 
 def tile_batch_for(device: torch.device) -> int:
@@ -196,11 +185,11 @@ def _upscale(
     schedule = make_schedule(model.config.diffusion)
     ae = model.autoencoder
     encode_report, decode_report = _reporter(progress, "encode"), _reporter(progress, "decode")
-    z_y = _vae_map(lambda lr: encode_lr(model, lr), ae.encoder, y_p, 1, tiled, encode_report)
+    z_y = _vae_map(lambda lr: encode_lr(model, lr), y_p, 1, tiled, encode_report)
     z_0 = sample(_denoiser(model, y_p, tiles, options, progress), z_y, schedule, generator(options.seed))
     z_q = ae.quantize(z_0 / model.config.diffusion.scale_factor)  # per position: once, on the whole canvas
     decode = lambda z: ae.decode_without_quantization(z).float()  # noqa: E731
-    image = _vae_map(decode, ae.decoder, z_q, model.scale, tiled, decode_report)
+    image = _vae_map(decode, z_q, model.scale, tiled, decode_report)
     return image[..., : model.scale * height, : model.scale * width]
 
 

@@ -14,15 +14,14 @@ from torch import Tensor, nn
 
 from resshift_cli.config import AutoencoderConfig, DDConfig
 from resshift_cli.errors import ModelError
-from resshift_cli.nets.groupnorm import SharedGroupNorm
 
 QUANTIZE_CHUNK = 4096
 """Latent positions per nearest-code search, bounding its (chunk, n_embed) distance matrix."""
 
 
-def normalize(channels: int) -> SharedGroupNorm:
-    """GroupNorm with 32 groups and eps 1e-6 (LDM `Normalize`), shareable across tiles."""
-    return SharedGroupNorm(32, channels, eps=1e-6, affine=True)
+def normalize(channels: int) -> nn.GroupNorm:
+    """GroupNorm with 32 groups and eps 1e-6 (LDM `Normalize`)."""
+    return nn.GroupNorm(32, channels, eps=1e-6, affine=True)
 
 
 class ResnetBlock(nn.Module):
