@@ -18,8 +18,6 @@ from resshift_cli.schedule import make_schedule
 from resshift_cli.tiling import Tile, official_tiles, plan_tiles, tiled_map
 
 DEFAULT_SEED = 12345
-
-
 DEFAULT_TILE = 256
 DEFAULT_TILE_OVERLAP = 64
 DEFAULT_TILE_BATCH = 0
@@ -52,7 +50,8 @@ class UpscaleOptions:
 
 @dataclass(frozen=True)
 class Progress:
-    """Progress of one image: `done` of `total` units of work (denoiser steps)."""
+    """Progress of one image in `stage`: "encode"/"decode" (autoencoder tiles), "denoise" ((step, tile)
+    pairs) or "tiles" (official chop patches); `done` of `total`."""
 
     stage: str
     done: int
