@@ -18,7 +18,7 @@ from torch import Tensor
 
 from resshift_cli.config import DiffusionConfig, ModelConfig, realsr_unet, vq_f4
 from resshift_cli.errors import ModelError
-from resshift_cli.loading import check_state_dicts, write_model_folder
+from resshift_cli.loading import write_model_folder
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 """Key prefixes added by `DistributedDataParallel` and `torch.compile`; stripped when every key has one."""
@@ -168,8 +168,7 @@ def convert_state_dicts(
     """
     _check_order(unet_state, autoencoder_state, source)
     config = infer_config(unet_state, autoencoder_state, name, diffusion, scale)
-    check_state_dicts(config, unet_state, autoencoder_state, source)
-    write_model_folder(folder, config, unet_state, autoencoder_state)
+    write_model_folder(folder, config, unet_state, autoencoder_state, source=source)
     return config
 
 

@@ -170,12 +170,14 @@ def write_model_folder(
     unet_state: Mapping[str, Tensor],
     autoencoder_state: Mapping[str, Tensor],
     dtype: torch.dtype | None = None,
+    source: str | None = None,
 ) -> None:
     """Write a model folder (checked first); `dtype` casts floating tensors, None keeps them as given.
 
-    The recomputed buffers are written too when present, so the files also load in the official code.
+    `source` names the weights in error messages (default: the folder). The recomputed buffers are
+    written too when present, so the files also load in the official code.
     """
-    check_state_dicts(config, unet_state, autoencoder_state, str(folder))
+    check_state_dicts(config, unet_state, autoencoder_state, source or str(folder))
     folder.mkdir(parents=True, exist_ok=True)
     _save(unet_state, folder / UNET_FILE, config, dtype)
     _save(autoencoder_state, folder / AUTOENCODER_FILE, config, dtype)

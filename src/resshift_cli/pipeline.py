@@ -94,9 +94,17 @@ def encode_lr(model: LoadedModel, y_padded: Tensor) -> Tensor:
     return model.autoencoder.encode(upsampled).float() * model.config.diffusion.scale_factor
 
 
-def decode_latent(model: LoadedModel, z: Tensor) -> Tensor:
-    """(B, 3, h, w) latent → (B, 3, 4h, 4w) image, roughly [−1, 1], not clamped."""
-    return model.autoencoder.decode(z / model.config.diffusion.scale_factor).float()
+def decode_latent(
+    model: LoadedModel, z: Tensor, tiled: bool = False, report: Callable[[int, int], None] | None = None
+) -> Tensor:
+    """(B, 3, h, w) latent → (B, 3, 4h, 4w) image, roughly [−1, 1], not clamped.
+
+    Quantisation is per position, so it runs once on the whole latent; only the decoder is tiled.
+    """
+    autoencoder = model.autoencoder
+    z_q = autoencoder.quantize(z / model.config.diffusion.scale_factor)
+    decode = lambda part: autoencoder.decode_without_quantization(part).float()  # noqa: E731
+    return _vae_map(decode, z_q, model.scale, tiled, report)
 
 
 def _denoiser(
@@ -182,13 +190,9 @@ def _upscale(
     tiles = plan(*y_p.shape[-2:], options)
     tiled = len(tiles) > 1
     schedule = make_schedule(model.config.diffusion)
-    ae = model.autoencoder
-    encode_report, decode_report = _reporter(progress, "encode"), _reporter(progress, "decode")
-    z_y = _vae_map(lambda lr: encode_lr(model, lr), y_p, 1, tiled, encode_report)
+    z_y = _vae_map(lambda lr: encode_lr(model, lr), y_p, 1, tiled, _reporter(progress, "encode"))
     z_0 = sample(_denoiser(model, y_p, tiles, options, progress), z_y, schedule, generator(options.seed))
-    z_q = ae.quantize(z_0 / model.config.diffusion.scale_factor)  # per position: once, on the whole canvas
-    decode = lambda z: ae.decode_without_quantization(z).float()  # noqa: E731
-    image = _vae_map(decode, z_q, model.scale, tiled, decode_report)
+    image = decode_latent(model, z_0, tiled, _reporter(progress, "decode"))
     return image[..., : model.scale * height, : model.scale * width]
 
 
