@@ -88,6 +88,15 @@ def test_quantization_snaps_to_codebook_entries(model) -> None:
     assert nearest.max() < 1e-5
 
 
+def test_codebook_search_is_float32_under_autocast(model) -> None:
+    """Nearest-code distances must not be computed in bfloat16 (autocast would do that to the matmul)."""
+    ref = load_file(GOLDEN / "vq_f4.safetensors")
+    latent = ref["96x128.latent"]
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(model.autoencoder.quantize.indices(latent), ref["96x128.indices"])
+        assert model.autoencoder.quantize(latent).dtype == torch.float32
+
+
 def test_window_partition_round_trip() -> None:
     x = torch.arange(2 * 16 * 24 * 3, dtype=torch.float32).view(2, 16, 24, 3)
     windows = window_partition(x, 8)

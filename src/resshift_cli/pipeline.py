@@ -228,18 +228,11 @@ def smaller_tile(options: UpscaleOptions, height: int, width: int) -> int:
     return max(MIN_TILE, current // 2 // MIN_TILE * MIN_TILE)
 
 
-def _use_memory_format(model: LoadedModel, fmt: torch.memory_format) -> None:
-    """Lay out both networks' convolution weights in `fmt` (a no-op when they already are)."""
-    if not model.unet.out[2].weight.is_contiguous(memory_format=fmt):
-        model.unet.to(memory_format=fmt)
-        model.autoencoder.to(memory_format=fmt)
-
-
 def _attempt(
     model: LoadedModel, y: Tensor, options: UpscaleOptions, progress: ProgressCallback | None
 ) -> Tensor:
     fmt = memory_format(y.device, options.dtype)
-    _use_memory_format(model, fmt)
+    model.prepare(options.dtype, fmt)
     run = _official_chop if options.official_tiling else _upscale
     with autocast(y.device, options.dtype):
         return to_unit(run(model, y.contiguous(memory_format=fmt), options, progress)).contiguous()

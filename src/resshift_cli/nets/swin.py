@@ -35,8 +35,13 @@ def window_reverse(windows: Tensor, window: int, height: int, width: int) -> Ten
 
 
 def relative_position_index(window: int) -> Tensor:
-    """(window², window²) int64 index into the (2·window−1)² bias table (standard Swin formula)."""
-    coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+    """(window², window²) int64 CPU index into the (2·window−1)² bias table (standard Swin formula).
+
+    Always built on the CPU: under a meta-device context `arange` would pull in torch's symbolic-shape
+    machinery (≈ 0.9 s of imports at model load).
+    """
+    axis = torch.arange(window, device=torch.device("cpu"))
+    coords = torch.stack(torch.meshgrid(axis, axis, indexing="ij")).flatten(1)
     rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + (window - 1)
     return rel[:, :, 0] * (2 * window - 1) + rel[:, :, 1]
 
@@ -91,14 +96,11 @@ class WindowAttention(nn.Module):
         """x: (B·nW, N, C) window tokens; mask: (nW, N, N) additive or None → (B·nW, N, C)."""
         bw, n, c = x.shape
         q, k, v = self.qkv(x).view(bw, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
-        bias = self.position_bias().to(q.dtype)  # (heads, N, N)
-        if mask is None:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        else:
-            windows = mask.shape[0]
-            grouped = (t.reshape(bw // windows, windows, *t.shape[1:]) for t in (q, k, v))
-            bias = bias + mask.to(q.dtype).unsqueeze(1)  # (nW, heads, N, N), broadcast over images
-            out = F.scaled_dot_product_attention(*grouped, attn_mask=bias).flatten(0, 1)
+        bias = self.position_bias().to(q.dtype).unsqueeze(0)  # (1, heads, N, N)
+        if mask is not None:
+            bias = bias + mask.to(q.dtype).unsqueeze(1)  # (nW, heads, N, N)
+            bias = bias.repeat(bw // mask.shape[0], 1, 1, 1)  # (B·nW, heads, N, N)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.proj(out.transpose(1, 2).reshape(bw, n, c))
 
 
