@@ -7,6 +7,10 @@ Our own float32 untiled run of each size is the baseline: every row shows its sp
 PSNR of its output against that run's output (same weights, same seed).
 
     python benchmarks/bench.py --model realsr-v3 --sizes 64,128 --tiles 0,64 --precisions fp32,bf16
+
+`--compile on` (or `both`) runs the UNet through torch.compile: one untimed warm-up run compiles it first
+(its time is the "warm-up s" column), and the denoise column is then total − encode − decode, since a
+compiled module cannot carry the timing hooks.
 """
 
 from __future__ import annotations
@@ -47,8 +51,10 @@ COLUMNS = (
     ("precision", "{}"),
     ("lr", "{}"),
     ("tile", "{}"),
+    ("compile", "{}"),
     ("out MP", "{:.3f}"),
     ("load s", "{:.2f}"),
+    ("warm-up s", "{:.1f}"),
     ("total s", "{:.2f}"),
     ("cpu s", "{:.2f}"),
     ("s/MP", "{:.1f}"),
@@ -78,14 +84,16 @@ class Case:
     tile_batch: int
     threads: int
     repeat: int
+    compile: bool = False
 
     def label(self) -> str:
-        return f"{self.model} {self.device} {self.precision} lr {self.size} tile {self.tile or 'off'}"
+        label = f"{self.model} {self.device} {self.precision} lr {self.size} tile {self.tile or 'off'}"
+        return label + (" compiled" if self.compile else "")
 
     @property
     def baseline(self) -> Case:
-        """The float32 untiled run of the same image on the same device."""
-        return dataclasses.replace(self, precision="fp32", tile=0, tile_overlap=0)
+        """The float32 untiled eager run of the same image on the same device."""
+        return dataclasses.replace(self, precision="fp32", tile=0, tile_overlap=0, compile=False)
 
 
 @dataclass
@@ -97,6 +105,7 @@ class Measurement:
     precision: str
     lr: int
     tile: int
+    compile: bool
     steps: int
     out_mp: float
     load_s: float
@@ -107,6 +116,7 @@ class Measurement:
     peak_gib: float | None
     memory: str
     notes: list[str]
+    warmup_s: float | None = None
     process_s: float | None = None
     speedup: float | None = None
     psnr_db: float | None = None
@@ -120,8 +130,10 @@ class Measurement:
             "precision": self.precision,
             "lr": f"{self.lr}x{self.lr}",
             "tile": self.tile or "off",
+            "compile": "on" if self.compile else "off",
             "out MP": self.out_mp,
             "load s": self.load_s,
+            "warm-up s": self.warmup_s,
             "total s": self.total_s,
             "cpu s": self.cpu_s,
             "s/MP": self.total_s / self.out_mp,
@@ -169,7 +181,7 @@ class StageClock:
         ae = model.autoencoder
         self.modules: dict[str, list[nn.Module]] = {
             "encode": [ae.encoder, ae.quant_conv],
-            "denoise": [model.unet],
+            "denoise": [] if model.compiled else [model.unet],
             "decode": [ae.quantize, ae.post_quant_conv, ae.decoder],
         }
         self.device = device
@@ -256,7 +268,10 @@ def timed_run(model: LoadedModel, image: torch.Tensor, options: UpscaleOptions, 
         output = upscale_tensor(model, image, options, notice=clock.notes.append)
         synchronize(clock.device)
         total, cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    return Run(total, cpu, dict(clock.seconds), clock.unet_calls, output.float().cpu())
+    stages = dict(clock.seconds)
+    if not clock.modules["denoise"]:  # compiled UNet: no hooks, the remainder is the denoiser
+        stages["denoise"] = total - stages["encode"] - stages["decode"]
+    return Run(total, cpu, stages, clock.unet_calls, output.float().cpu())
 
 
 def peak_memory(device: torch.device, fresh_process: bool) -> tuple[float | None, str]:
@@ -280,10 +295,12 @@ def measure(case: Case, fresh_process: bool) -> tuple[Measurement, torch.Tensor]
     model = open_model(case.model, device)
     synchronize(device)
     load_s = time.perf_counter() - started
+    model.compile(case.compile)
     clock = StageClock(model, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     image, options = test_image(case.size), options_for(case, device)
+    warmup_s = timed_run(model, image, options, clock).total_s if case.compile else None
     best = min((timed_run(model, image, options, clock) for _ in range(case.repeat)), key=lambda r: r.total_s)
     peak, memory = peak_memory(device, fresh_process)
     result = Measurement(
@@ -292,6 +309,7 @@ def measure(case: Case, fresh_process: bool) -> tuple[Measurement, torch.Tensor]
         precision=case.precision,
         lr=case.size,
         tile=case.tile,
+        compile=case.compile,
         steps=model.config.diffusion.steps,
         out_mp=best.output.shape[-2] * best.output.shape[-1] / 1e6,
         load_s=load_s,
@@ -302,6 +320,7 @@ def measure(case: Case, fresh_process: bool) -> tuple[Measurement, torch.Tensor]
         peak_gib=peak,
         memory=memory,
         notes=clock.notes,
+        warmup_s=warmup_s,
     )
     return result, best.output
 
@@ -339,7 +358,9 @@ def effective_tile(size: int, tile: int, multiple: int = 64) -> int:
     return 0 if tile >= padded else tile
 
 
-def make_case(args: argparse.Namespace, device: str, size: int, tile: int, precision: str) -> Case:
+def make_case(
+    args: argparse.Namespace, device: str, size: int, tile: int, precision: str, compiled: bool
+) -> Case:
     """The `Case` for one grid point; the overlap defaults to a quarter of the tile."""
     tile = effective_tile(size, tile)
     overlap = args.tile_overlap if args.tile_overlap is not None else tile // 4
@@ -353,15 +374,18 @@ def make_case(args: argparse.Namespace, device: str, size: int, tile: int, preci
         tile_batch=args.tile_batch,
         threads=args.threads,
         repeat=args.repeat,
+        compile=compiled,
     )
 
 
 def plan_cases(args: argparse.Namespace) -> list[Case]:
-    """Every (device, size, tile, precision) once, each preceded by its float32 untiled baseline."""
+    """Every (device, size, tile, precision, compile) once, each preceded by its float32 untiled baseline."""
     cases: list[Case] = []
-    grid = itertools.product((args.device, *args.extra_devices), args.sizes, args.tiles, args.precisions)
-    for device, size, tile, precision in grid:
-        case = make_case(args, device, size, tile, precision)
+    devices = (args.device, *args.extra_devices)
+    compiles = {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]
+    grid = itertools.product(devices, args.sizes, args.tiles, args.precisions, compiles)
+    for device, size, tile, precision, compiled in grid:
+        case = make_case(args, device, size, tile, precision, compiled)
         for wanted in (case.baseline, case):
             if wanted not in cases:
                 cases.append(wanted)
@@ -447,6 +471,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     p.add_argument(
         "--extra-devices", type=word_list, default=[], help="more devices to compare, comma-separated"
+    )
+    p.add_argument(
+        "--compile",
+        choices=("off", "on", "both"),
+        default="off",
+        help="run the UNet through torch.compile (after an untimed warm-up run); both: each case twice",
     )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--repeat", type=int, default=1, help="runs per configuration; the fastest is reported")

@@ -52,9 +52,10 @@ def test_table_has_every_column_and_the_baseline_row(bench, tiny_folder, capsys)
     assert header.split() == [word for name, _ in bench.COLUMNS for word in name.split()]
     assert set(rule) == {"-", " "}
     cells = rows[0].split()
-    assert cells[:5] == ["tiny-v3", "cpu", "fp32", "16x16", "off"]
+    assert cells[:6] == ["tiny-v3", "cpu", "fp32", "16x16", "off", "off"]
     assert cells[-2:] == ["1.00", "inf"]
-    assert float(cells[5]) == pytest.approx(64 * 64 / 1e6, abs=1e-3)
+    assert float(cells[6]) == pytest.approx(64 * 64 / 1e6, abs=1e-3)
+    assert cells[8] == "-"  # no warm-up run without --compile
     assert rows[1].startswith("peak GiB: rss")
 
 
@@ -81,3 +82,9 @@ def test_tile_covering_the_image_is_the_untiled_run(bench):
         (100, 64, 16, "bf16"),
         (100, 0, 0, "bf16"),
     ]
+
+
+def test_compile_both_adds_a_compiled_twin_of_every_case_and_one_eager_baseline(bench):
+    args = bench.parser().parse_args(["--sizes", "64", "--precisions", "bf16", "--compile", "both"])
+    planned = [(c.precision, c.compile) for c in bench.plan_cases(args)]
+    assert planned == [("fp32", False), ("bf16", False), ("bf16", True)]

@@ -7,7 +7,7 @@ float32 or float16 on disk, loaded into float32).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +41,7 @@ class LoadedModel:
     folder: Path
     _masters: dict[str, Tensor] = field(default_factory=dict, repr=False)
     """float32 originals of the convolution/linear weights while `prepare` holds cast copies."""
+    _compiled_unet: Callable[..., Tensor] | None = field(default=None, repr=False)
 
     @property
     def name(self) -> str:
@@ -56,6 +57,24 @@ class LoadedModel:
         self.unet.to(device)
         self.autoencoder.to(device)
         return self
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled_unet is not None
+
+    def compile(self, enabled: bool = True) -> None:
+        """Run the denoiser through `torch.compile` from now on (or, `enabled=False`, eagerly again).
+
+        Only the UNet: it runs steps × tiles times, and compiling it measured faster (CPU, bf16, 128²
+        latent: 0.50 → 0.46 s per call); the autoencoder halves measured slower compiled (encode
+        1.2 → 1.5 s, decode 2.2 → 3.1 s). The first call per input size compiles (minutes on a small CPU).
+        """
+        self._compiled_unet = torch.compile(self.unet) if enabled else None
+
+    def denoise(self, x: Tensor, t: Tensor, lq: Tensor) -> Tensor:
+        """x̂₀ = f_θ(x_t, t, y): (B, C, h, w) latent, (B,) steps, (B, 3, h, w) LR in [−1, 1] → (B, C, h, w)."""
+        unet = self.unet if self._compiled_unet is None else self._compiled_unet
+        return unet(x, t, lq)
 
     def prepare(self, dtype: torch.dtype, memory_format: torch.memory_format) -> None:
         """Hold convolution and linear weights in `dtype` and `memory_format` for the next runs.

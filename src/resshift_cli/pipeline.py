@@ -127,12 +127,12 @@ def _denoiser(
     def denoise(x: Tensor, t: Tensor) -> Tensor:
         i = int(t[0])
         if len(tiles) == 1:
-            x0 = model.unet(x, t, lq)
+            x0 = model.denoise(x, t, lq)
             report(i, 1)
             return x0
 
         def tile_unet(x_tiles: Tensor, lq_tiles: Tensor) -> Tensor:
-            return model.unet(x_tiles, t[:1].expand(x_tiles.shape[0]), lq_tiles)
+            return model.denoise(x_tiles, t[:1].expand(x_tiles.shape[0]), lq_tiles)
 
         on_batch = lambda done, _total: report(i, done)  # noqa: E731
         batch = options.tile_batch or tile_batch_for(x.device)
@@ -208,12 +208,17 @@ def _official_chop(
 
     def chain(patch: Tensor) -> Tensor:
         padded = pad_to_multiple(patch, model.config.unet.lq_size)
-        z_0 = sample(lambda x, t: model.unet(x, t, padded), encode_lr(model, padded), schedule, rng)
+        z_0 = sample(lambda x, t: model.denoise(x, t, padded), encode_lr(model, padded), schedule, rng)
         image = decode_latent(model, z_0)
         return image[..., : model.scale * patch.shape[-2], : model.scale * patch.shape[-1]].clamp(-1, 1)
 
     tiles = official_tiles(*y.shape[-2:], options.tile, options.tile - options.tile_overlap)
     return tiled_map(chain, y, tiles, model.scale, weights="uniform", on_batch=_reporter(progress, "tiles"))
+
+
+def _is_compile_failure(err: BaseException) -> bool:
+    """An error raised by torch.compile's tracer or backend (no C++ compiler, unsupported operator)."""
+    return type(err).__module__.startswith(("torch._dynamo", "torch._inductor"))
 
 
 def _is_out_of_memory(err: BaseException) -> bool:
@@ -249,7 +254,8 @@ def upscale_tensor(
     """Super-resolve (1, 3, H, W) RGB in [0, 1] → (1, 3, s·H, s·W) in [0, 1] on the model's device.
 
     On a CUDA/MPS out-of-memory error the tile is halved and the image retried (down to 64 LR pixels);
-    a non-finite result in reduced precision is retried in float32. `notice` is told about each retry.
+    a non-finite result in reduced precision is retried in float32; when torch.compile fails, the model
+    goes back to eager mode and the image is retried. `notice` is told about each retry.
     """
     device = next(model.unet.parameters()).device
     y = to_signed(lr.to(device, torch.float32))
@@ -258,6 +264,10 @@ def upscale_tensor(
         try:
             out = _attempt(model, y, options, progress)
         except Exception as err:
+            if model.compiled and _is_compile_failure(err):
+                say(f"torch.compile failed ({_first_line(err)}); continuing without --compile")
+                model.compile(enabled=False)
+                continue
             if device.type == "cpu" or not _is_out_of_memory(err):
                 raise
             options = _after_out_of_memory(options, y, device, say)
@@ -266,6 +276,10 @@ def upscale_tensor(
             return out
         say(f"non-finite values in {str(options.dtype).removeprefix('torch.')} output; retrying in float32")
         options = replace(options, dtype=torch.float32)
+
+
+def _first_line(err: BaseException) -> str:
+    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
 
 
 def _after_out_of_memory(

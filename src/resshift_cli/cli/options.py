@@ -193,6 +193,16 @@ PrecisionOption = Annotated[
         rich_help_panel=DEVICE_PANEL,
     ),
 ]
+Compile = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="Compile the denoiser with torch.compile: the first image of each size waits for the"
+        " compiler (minutes on a CPU), later ones run a little faster. Falls back to normal mode, with a"
+        " warning, if compiling fails.",
+        rich_help_panel=DEVICE_PANEL,
+    ),
+]
 Format = Annotated[
     OutputFormat | None,
     typer.Option(

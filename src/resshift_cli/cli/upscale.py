@@ -27,6 +27,7 @@ from resshift_cli import registry
 from resshift_cli.cli.errors import EXIT_INTERRUPTED, debug_enabled, error_line, reports_errors, set_debug
 from resshift_cli.cli.options import (
     BitDepth,
+    Compile,
     Debug,
     Device,
     Folder,
@@ -91,6 +92,7 @@ class Run:
 
     model: str
     device: torch.device
+    compiled: bool
     json_lines: bool
     quiet: bool
 
@@ -170,7 +172,9 @@ def _load(run: Run, bars: ProgressBars) -> LoadedModel:
     with bars.paused():
         folder = resolve_model(run.model, progress=not run.quiet)
         configure_threads()
-        return load_model(folder, run.device)
+        model = load_model(folder, run.device)
+        model.compile(run.compiled)
+        return model
 
 
 def _emit(record: Record, run: Run, out: TextIO) -> None:
@@ -274,6 +278,7 @@ class Shared:
     official_tiling: bool
     device: str
     precision: Precision
+    compiled: bool
     json_lines: bool
     quiet: bool
 
@@ -310,7 +315,7 @@ class Shared:
         """Resolve the device and precision, then run the jobs (see `_execute`)."""
         device = resolve_device(self.device)
         settings = self.settings(resolve_precision(self.precision.value, device))
-        _execute(jobs, settings, Run(self.model, device, self.json_lines, self.quiet))
+        _execute(jobs, settings, Run(self.model, device, self.compiled, self.json_lines, self.quiet))
 
 
 @reports_errors
@@ -333,6 +338,7 @@ def upscale(
     official_tiling: OfficialTiling = False,
     device: Device = "auto",
     precision: PrecisionOption = Precision.auto,
+    compiled: Compile = False,
     json_lines: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,
@@ -369,6 +375,7 @@ def batch(
     official_tiling: OfficialTiling = False,
     device: Device = "auto",
     precision: PrecisionOption = Precision.auto,
+    compiled: Compile = False,
     json_lines: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,

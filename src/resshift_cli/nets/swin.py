@@ -46,28 +46,31 @@ def relative_position_index(window: int) -> Tensor:
     return rel[:, :, 0] * (2 * window - 1) + rel[:, :, 1]
 
 
-@functools.lru_cache(maxsize=64)
-def shifted_window_mask(
-    height: int, width: int, window: int, shift: int, device: torch.device | None = None
-) -> Tensor:
+def window_mask(height: int, width: int, window: int, shift: int, device: torch.device) -> Tensor:
     """(nW, window², window²) float32 additive mask of a shifted block, as the released weights expect it.
-
-    Cached per size and device.
 
     Upstream labels image *rows* only (columns are never separated) and reads the labels back with the
     in-window token order transposed: token k of window n (window-grid row r) gets the label of image row
     window·r + (k mod window). Labels: 0 for rows < H − window, 1 for rows < H − shift, else 2.
     Tokens with different labels get `MASKED` (−100) added to their logits.
     """
-    cpu = torch.device("cpu")  # explicit, so a meta-device construction context never reaches the cache
-    rows = torch.arange(height, device=cpu)
+    rows = torch.arange(height, device=device)
     row_label = (rows >= height - window).long() + (rows >= height - shift).long()
-    token = torch.arange(window * window, device=cpu) % window
-    grid_rows = torch.arange(height // window, device=cpu)
+    token = torch.arange(window * window, device=device) % window
+    grid_rows = torch.arange(height // window, device=device)
     labels = row_label[window * grid_rows[:, None] + token[None, :]]  # (H/window, window²)
     labels = labels.repeat_interleave(width // window, dim=0)  # (nW, window²), windows row-major
     differs = labels[:, :, None] != labels[:, None, :]
-    return (differs.float() * MASKED).to(device)
+    return differs.float() * MASKED
+
+
+@functools.lru_cache(maxsize=64)
+def shifted_window_mask(
+    height: int, width: int, window: int, shift: int, device: torch.device | None = None
+) -> Tensor:
+    """`window_mask`, cached per size and device (built on the CPU, so a meta-device construction
+    context never reaches the cache)."""
+    return window_mask(height, width, window, shift, torch.device("cpu")).to(device)
 
 
 class WindowAttention(nn.Module):
@@ -151,7 +154,9 @@ class SwinTransformerBlock(nn.Module):
         mask = None
         if self.shift > 0:
             y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
-            mask = shifted_window_mask(h, w, self.window, self.shift, x.device)
+            # torch.compile traces the mask into its graph; eager runs reuse the cached one
+            masks = window_mask if torch.compiler.is_compiling() else shifted_window_mask
+            mask = masks(h, w, self.window, self.shift, x.device)
         y = window_reverse(self.attn(window_partition(y, self.window), mask), self.window, h, w)
         if self.shift > 0:
             y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
