@@ -3,7 +3,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from resshift_cli.pipeline import UpscaleOptions, encode_lr, pad_to_multiple, to_signed, upscale_tensor
+from resshift_cli.pipeline import (
+    UpscaleOptions,
+    bicubic_upsample,
+    encode_lr,
+    pad_to_multiple,
+    to_signed,
+    upscale_tensor,
+)
 from tiny import golden_case, tiny_model
 
 CASES = ["sample_v3_64x64", "sample_v3_72x100", "sample_v1_64x64", "sample_v1_72x100"]
@@ -72,3 +79,20 @@ def test_padding_reflects_like_upstream_and_extends_short_sides() -> None:
     short = pad_to_multiple(torch.tensor([[[[1.0, 2.0, 3.0]]]]), 8)
     assert short.shape == (1, 1, 8, 8)
     assert short[0, 0, 0].tolist() == [1, 2, 3, 2, 1, 2, 3, 2]
+
+
+def test_bicubic_falls_back_to_the_cpu_where_the_backend_lacks_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Older MPS builds raise NotImplementedError for bicubic upsampling; the CPU result is used instead."""
+    x = torch.rand(1, 3, 5, 7, generator=torch.Generator().manual_seed(0))
+    expected = bicubic_upsample(x, 4)
+    interpolate, calls = torch.nn.functional.interpolate, []
+
+    def backend_without_bicubic(*args, **kwargs):
+        calls.append(kwargs.get("mode"))
+        if len(calls) == 1:
+            raise NotImplementedError("'aten::upsample_bicubic2d.out' is not implemented for MPS")
+        return interpolate(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "interpolate", backend_without_bicubic)
+    assert torch.equal(bicubic_upsample(x, 4), expected)
+    assert calls == ["bicubic", "bicubic"]

@@ -32,17 +32,6 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import urlsplit
 
 from filelock import FileLock, Timeout
-from huggingface_hub import hf_hub_download
-from huggingface_hub.utils import (
-    EntryNotFoundError,
-    HfHubHTTPError,
-    LocalEntryNotFoundError,
-    RepositoryNotFoundError,
-    RevisionNotFoundError,
-    are_progress_bars_disabled,
-    disable_progress_bars,
-    enable_progress_bars,
-)
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -431,11 +420,15 @@ def _copy(response: http.client.HTTPResponse, out: BinaryIO, advance: Callable[[
 
 
 # 6. The Hugging Face Hub --------------------------------------------------------------------------------
+# huggingface_hub is imported where it is used: with its HTTP client it costs every start 0.15 s, and
+# most runs (a cached named model, a model folder) never talk to the Hub.
 
 
 @contextmanager
 def _hub_progress(enabled: bool) -> Iterator[None]:
     """Silence huggingface_hub's own progress bars for the duration, when asked to."""
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars, enable_progress_bars
+
     silence = not enabled and not are_progress_bars_disabled()
     if silence:
         disable_progress_bars()
@@ -447,6 +440,9 @@ def _hub_progress(enabled: bool) -> Iterator[None]:
 
 
 def _hub_file(spec: HubSpec, filename: str, revision: str | None, local_only: bool) -> Path:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.utils import EntryNotFoundError, HfHubHTTPError
+
     try:
         path = hf_hub_download(
             spec.repo_id,
@@ -480,6 +476,13 @@ def _transfer_error(err: Exception, spec: HubSpec, filename: str) -> ResshiftErr
 
 def _hub_error(err: Exception, spec: HubSpec, filename: str) -> ResshiftError:
     """One-line messages for huggingface_hub's exceptions (most specific first)."""
+    from huggingface_hub.utils import (
+        EntryNotFoundError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
     endpoint = _hf_endpoint()
     if isinstance(err, RevisionNotFoundError):
         return DownloadError(

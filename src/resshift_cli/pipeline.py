@@ -88,9 +88,20 @@ def to_unit(image: Tensor) -> Tensor:
     return image.clamp(-1, 1) * 0.5 + 0.5
 
 
+def bicubic_upsample(x: Tensor, scale: int) -> Tensor:
+    """(B, C, h, w) → (B, C, scale·h, scale·w) bicubic (a = −0.75, no antialias, no clamp), as upstream.
+
+    On the tensor's device, or on the CPU and back where the backend has no bicubic kernel (older MPS).
+    """
+    try:
+        return F.interpolate(x, scale_factor=scale, mode="bicubic")
+    except NotImplementedError:
+        return F.interpolate(x.cpu(), scale_factor=scale, mode="bicubic").to(x.device)
+
+
 def encode_lr(model: LoadedModel, y_padded: Tensor) -> Tensor:
-    """(B, 3, h, w) LR in [−1, 1] → bicubic ×scale (no antialias, no clamp) → latent (B, 3, h, w)."""
-    upsampled = F.interpolate(y_padded, scale_factor=model.scale, mode="bicubic")
+    """(B, 3, h, w) LR in [−1, 1] → bicubic ×scale → latent (B, 3, h, w)."""
+    upsampled = bicubic_upsample(y_padded, model.scale)
     return model.autoencoder.encode(upsampled).float() * model.config.diffusion.scale_factor
 
 
