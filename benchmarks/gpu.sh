@@ -5,8 +5,9 @@
 #
 #   bash benchmarks/gpu.sh [OUTDIR]          # JSON per run in OUTDIR (default bench-gpu), tables on stdout
 #
-# DEVICE (default cuda), MODELS (default "realsr-v3 realsr-v1") and LARGE (default 1024) override the grid,
-# e.g. `DEVICE=cpu MODELS=path/to/tiny-folder LARGE=128 bash benchmarks/gpu.sh` as a quick dry run.
+# DEVICE (default cuda), MODELS (default "realsr-v3 realsr-v1"), LARGE (default 1024) and COMPILE (default
+# both; off skips the compiled runs and their warm-up compiles) override the grid, e.g. one model per call
+# where a command's time is limited, or `DEVICE=cpu MODELS=path/to/tiny-folder LARGE=128` as a dry run.
 set -euo pipefail
 out=${1:-bench-gpu}
 device=${DEVICE:-cuda}
@@ -25,7 +26,7 @@ PY
 }
 for model in ${MODELS:-realsr-v3 realsr-v1}; do
     tag=$(basename "$model")
-    bench "$tag-256" --model "$model" --sizes 256 --tiles 0 --precisions fp32,fp16,bf16 --compile both
+    bench "$tag-256" --model "$model" --sizes 256 --tiles 0 --precisions fp32,fp16,bf16 --compile "${COMPILE:-both}"
     bench "$tag-$large" --model "$model" --sizes "$large" --tiles 0,256 --precisions fp16,bf16
     bench "$tag-$large-tile-at-a-time" --model "$model" --sizes "$large" --tiles 256 --precisions fp32 \
         --tile-batch 1
