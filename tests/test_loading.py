@@ -128,6 +128,9 @@ def test_prepare_casts_compute_weights_and_restores_float32_exactly() -> None:
     assert model.unet.time_embed[0].weight.dtype == torch.bfloat16  # linear layers too
     assert model.autoencoder.decoder.norm_out.weight.dtype == torch.float32  # norms stay float32
     assert model.autoencoder.quantize.embedding.weight.dtype == torch.float32  # so does the codebook
+    cast = conv.data_ptr()
+    model.prepare(torch.bfloat16, torch.channels_last)  # every image of a batch asks again: no re-cast
+    assert conv.data_ptr() == cast
     model.prepare(torch.float16, torch.contiguous_format)  # switching between reduced precisions
     assert conv.dtype == torch.float16
     model.prepare(torch.float32, torch.contiguous_format)

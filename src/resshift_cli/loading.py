@@ -42,6 +42,10 @@ class LoadedModel:
     _masters: dict[str, Tensor] = field(default_factory=dict, repr=False)
     """float32 originals of the convolution/linear weights while `prepare` holds cast copies."""
     _compiled_unet: Callable[..., Tensor] | None = field(default=None, repr=False)
+    _layout: tuple[torch.dtype, torch.memory_format] = field(
+        default=(torch.float32, torch.contiguous_format), repr=False
+    )
+    """What `prepare` last set up (the weights as loaded: float32, contiguous)."""
 
     @property
     def name(self) -> str:
@@ -84,6 +88,9 @@ class LoadedModel:
         float32 originals are kept while a cast copy is in use, so returning to float32 (the NaN retry,
         `--precision fp32`) is exact.
         """
+        if (dtype, memory_format) == self._layout:
+            return
+        self._layout = (dtype, memory_format)
         for key, param in _compute_weights(self):
             master = self._masters.get(key, param.data)
             if dtype == torch.float32:
