@@ -5,12 +5,14 @@ from __future__ import annotations
 import io
 import os
 import stat
+import struct
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from PIL import ExifTags, Image, ImageCms, ImageFile, ImageOps
+from PIL import ExifTags, Image, ImageCms, ImageFile, ImageOps, PngImagePlugin
 
 import corpus
 from resshift_cli.errors import ImageError, UsageError
@@ -447,6 +449,26 @@ def test_png_text_and_provenance_chunks(tmp_path):
     with Image.open(path) as image:
         assert image.text == {"parameters": "a cat", "prompt": "猫 on a mat", **PROVENANCE}
         assert image.info["dpi"] == pytest.approx((300, 300), abs=0.01)
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_png_gamma_chromaticities_and_srgb_chunks_are_carried(tmp_path, depth):
+    info = PngImagePlugin.PngInfo()
+    info.add(b"gAMA", struct.pack(">I", 45455))
+    info.add(b"cHRM", struct.pack(">8I", 31270, 32900, 64000, 33000, 30000, 60000, 15000, 6000))
+    info.add(b"sRGB", b"\x01")
+    source = tmp_path / "in.png"
+    pixels = corpus.sample_pixels(3, depth)
+    Image.fromarray(pixels[..., 0]).save(source, pnginfo=info)  # gray: 8- and 16-bit both writable
+    picture = read_picture(source)
+    write_picture(picture, tmp_path / "out.png")
+    with Image.open(tmp_path / "out.png") as out:
+        assert out.info["gamma"] == 0.45455 and out.info["srgb"] == 1
+        assert out.info["chromaticity"] == (0.3127, 0.329, 0.64, 0.33, 0.3, 0.6, 0.15, 0.06)
+    write_picture(replace(picture, grayscale=False, icc_profile=corpus.srgb_icc()), tmp_path / "icc.png")
+    with Image.open(tmp_path / "icc.png") as out:
+        assert "srgb" not in out.info and out.info["gamma"] == 0.45455  # sRGB and iCCP exclude each other
+        assert out.info["icc_profile"]
 
 
 @pytest.mark.parametrize("fmt", ["jpg", "webp", "tiff"])

@@ -109,6 +109,7 @@ class Picture:
     xmp: XMP packet with tiff:Orientation 1, or None.
     text: textual metadata of the source (PNG text chunks, JPEG comment as "Comment").
     dpi: (horizontal, vertical) dots per inch of the source, or None.
+    colour_chunks: PNG colour-space chunks of the source (gAMA, cHRM, sRGB) as (type, payload).
     source: the file it was read from (None for stdin); write_picture refuses to overwrite it.
     """
 
@@ -122,6 +123,7 @@ class Picture:
     xmp: bytes | None = None
     text: dict[str, str] = field(default_factory=dict)
     dpi: tuple[float, float] | None = None
+    colour_chunks: tuple[tuple[bytes, bytes], ...] = ()
     source: Path | None = None
 
     @property
@@ -144,6 +146,7 @@ class _Metadata:
     xmp: bytes | None = None
     text: dict[str, str] = field(default_factory=dict)
     dpi: tuple[float, float] | None = None
+    colour_chunks: tuple[tuple[bytes, bytes], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -313,7 +316,21 @@ def _read_metadata(image: Image.Image) -> _Metadata:
         xmp=_read_xmp(image),
         text=_read_text(image),
         dpi=_read_dpi(image),
+        colour_chunks=_read_colour_chunks(image),
     )
+
+
+def _read_colour_chunks(image: Image.Image) -> tuple[tuple[bytes, bytes], ...]:
+    """A PNG's gAMA, cHRM and sRGB chunks, rebuilt from what Pillow parsed (values in 1/100000)."""
+    info, chunks = image.info, []
+    if isinstance(info.get("gamma"), (int, float)):
+        chunks.append((b"gAMA", struct.pack(">I", round(info["gamma"] * 100000))))
+    chromaticity = info.get("chromaticity")
+    if isinstance(chromaticity, tuple) and len(chromaticity) == 8:
+        chunks.append((b"cHRM", struct.pack(">8I", *(round(v * 100000) for v in chromaticity))))
+    if isinstance(info.get("srgb"), int):
+        chunks.append((b"sRGB", bytes([info["srgb"]])))
+    return tuple(chunks)
 
 
 def _read_exif(image: Image.Image) -> bytes | None:
@@ -572,6 +589,7 @@ def _to_picture(
         xmp=metadata.xmp,
         text=dict(metadata.text),
         dpi=dpi,
+        colour_chunks=metadata.colour_chunks,
         source=source,
     )
 
@@ -782,6 +800,7 @@ def _output_metadata(p: Picture, fmt: str, samples: np.ndarray, text: dict[str, 
         xmp=xmp,
         text={**p.text, **text},
         dpi=p.dpi,
+        colour_chunks=p.colour_chunks,
     )
 
 
@@ -828,7 +847,11 @@ def _png_text_chunk(key: str, value: str) -> bytes:
 
 
 def _png_metadata_chunks(metadata: _Metadata) -> Iterator[bytes]:
-    """iCCP, pHYs, eXIf, XMP iTXt and text chunks, all placed before IDAT."""
+    """gAMA/cHRM/sRGB, iCCP, pHYs, eXIf, XMP iTXt and text chunks, all placed before IDAT (an sRGB chunk
+    is left out when an ICC profile is written: the PNG specification allows only one of them)."""
+    for kind, payload in metadata.colour_chunks:
+        if not (kind == b"sRGB" and metadata.icc_profile):
+            yield _png_chunk(kind, payload)
     if metadata.icc_profile:
         yield _png_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(metadata.icc_profile))
     if metadata.dpi is not None:
