@@ -21,6 +21,7 @@ from resshift_cli.images import (
     FORMATS,
     Picture,
     format_for,
+    model_rgb,
     read_picture,
     resize_picture,
     same_file,
@@ -700,3 +701,19 @@ def test_png_compresses_smooth_images(tmp_path):
     smooth = Picture(np.stack([x, y, (x + y) / 2], axis=2), None)
     write_picture(smooth, tmp_path / "s.png", bit_depth=16)
     assert (tmp_path / "s.png").stat().st_size < 64 * 64 * 3 * 2 / 4
+
+
+def test_model_sees_the_nearest_visible_colour_under_transparent_pixels():
+    generator = np.random.default_rng(3)
+    rgb = generator.random((24, 32, 3), dtype=np.float32)
+    alpha = (generator.random((24, 32)) < 0.1).astype(np.float32)  # a few visible pixels
+    alpha[5, 5] = 0.5  # semi-transparent: visible, keeps its colour
+    filled = model_rgb(Picture(rgb, alpha))
+    visible = np.argwhere(alpha > 0)
+    assert np.array_equal(filled[alpha > 0], rgb[alpha > 0])
+    for y, x in np.argwhere(alpha == 0):
+        distances = np.hypot(*(visible - (y, x)).T)
+        source = np.flatnonzero(np.all(rgb[tuple(visible.T)] == filled[y, x], axis=1))
+        assert source.size and np.isclose(distances[source].min(), distances.min(), atol=1e-3)
+    assert model_rgb(Picture(rgb, None)) is rgb
+    assert model_rgb(Picture(rgb, np.zeros((24, 32), np.float32))) is rgb  # nothing visible to copy

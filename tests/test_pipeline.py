@@ -1,14 +1,17 @@
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from resshift_cli.images import Picture
 from resshift_cli.pipeline import (
     UpscaleOptions,
     bicubic_upsample,
     encode_lr,
     pad_to_multiple,
     to_signed,
+    upscale_picture,
     upscale_tensor,
 )
 from tiny import golden_case, tiny_model
@@ -96,3 +99,18 @@ def test_bicubic_falls_back_to_the_cpu_where_the_backend_lacks_it(monkeypatch: p
     monkeypatch.setattr(torch.nn.functional, "interpolate", backend_without_bicubic)
     assert torch.equal(bicubic_upsample(x, 4), expected)
     assert calls == ["bicubic", "bicubic"]
+
+
+def test_colour_under_fully_transparent_pixels_does_not_change_the_result(models) -> None:
+    """What an editor left under alpha 0 (black, white, noise) must not bleed into visible edges."""
+    g = torch.Generator().manual_seed(4)
+    rgb = torch.rand(20, 24, 3, generator=g).numpy()
+    alpha = np.zeros((20, 24), np.float32)
+    alpha[4:14, 6:18] = 1.0
+    black, white = rgb.copy(), rgb.copy()
+    black[alpha == 0], white[alpha == 0] = 0.0, 1.0
+    options = UpscaleOptions(tile=0)
+    results = [upscale_picture(models["v3"], Picture(c, alpha), options) for c in (black, white)]
+    visible = results[0].alpha > 0
+    assert np.array_equal(results[0].rgb[visible], results[1].rgb[visible])
+    assert np.array_equal(results[0].alpha, results[1].alpha)

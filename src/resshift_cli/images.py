@@ -652,6 +652,24 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
     return np.dot(rgb, _LUMA).astype(np.float32, copy=False)
 
 
+def model_rgb(p: Picture) -> np.ndarray:
+    """(H, W, 3) float32 colour to feed the model: under fully transparent pixels (alpha 0) the stored
+    colour is arbitrary (often black), so it is replaced by that of the nearest visible pixel; otherwise
+    the model would spread it into dark or light fringes along the visible edges. Semi-transparent
+    pixels keep their colour; a picture without any visible pixel is left as it is."""
+    if p.alpha is None:
+        return p.rgb
+    hidden = p.alpha <= 0.0
+    if not hidden.any() or hidden.all():
+        return p.rgb
+    _, nearest = cv2.distanceTransformWithLabels(
+        hidden.astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE, labelType=cv2.DIST_LABEL_PIXEL
+    )  # nearest[y, x] = k: the k-th visible pixel in raster order (1-based)
+    filled = p.rgb.copy()
+    filled[hidden] = p.rgb[~hidden][nearest[hidden] - 1]
+    return filled
+
+
 def with_pixels(original: Picture, rgb: np.ndarray) -> Picture:
     """The output picture for the model's (sH, sW, 3) result in [0, 1]: alpha of `original` upscaled and
     reattached, grayscale restored (luma in all channels), metadata and source carried over."""

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from resshift_cli.devices import autocast, generator, memory_format
 from resshift_cli.errors import DeviceError
-from resshift_cli.images import Picture, with_pixels
+from resshift_cli.images import Picture, model_rgb, with_pixels
 from resshift_cli.loading import LoadedModel
 from resshift_cli.sampler import Denoiser, sample
 from resshift_cli.schedule import make_schedule
@@ -314,6 +314,6 @@ def upscale_picture(
     notice: Callable[[str], None] | None = None,
 ) -> Picture:
     """Super-resolve a decoded picture ×scale; alpha, grayscale and metadata are carried by `images`."""
-    lr = torch.from_numpy(picture.rgb).permute(2, 0, 1).unsqueeze(0)
+    lr = torch.from_numpy(model_rgb(picture)).permute(2, 0, 1).unsqueeze(0)
     sr = upscale_tensor(model, lr, options, progress, notice)
     return with_pixels(picture, sr[0].permute(1, 2, 0).cpu().numpy())
