@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from resshift_cli.config import DiffusionConfig, ModelConfig, realsr_unet, vq_f4
-from resshift_cli.errors import ModelError
+from resshift_cli.errors import ModelError, first_line
 from resshift_cli.loading import write_model_folder
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -82,10 +82,7 @@ def _check_header(path: Path) -> None:
 def _first_line(err: BaseException) -> str:
     """The informative line of a PyTorch loader error (its messages span several lines)."""
     text = str(err)
-    if _UNPICKLER_DETAIL in text:
-        text = text.split(_UNPICKLER_DETAIL, 1)[1]
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
+    return first_line(err, text.split(_UNPICKLER_DETAIL, 1)[1] if _UNPICKLER_DETAIL in text else text)
 
 
 def load_pth(path: Path) -> dict[str, Tensor]:

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 
+def first_line(err: BaseException, text: str | None = None) -> str:
+    """The first non-blank line of `text` (default: the error's message), stripped; the error's type name
+    when there is none. Library errors often span several lines; ours are one."""
+    lines = (line.strip() for line in (str(err) if text is None else text).splitlines())
+    return next((line for line in lines if line), type(err).__name__)
+
+
 class ResshiftError(Exception):
     """An error the user can act on; `str(err)` is the one-line message shown by the CLI."""
 

@@ -45,7 +45,7 @@ from rich.progress import (
 from resshift_cli import __version__, registry
 from resshift_cli.config import DiffusionConfig, ModelConfig
 from resshift_cli.convert import convert_state_dicts, load_pth
-from resshift_cli.errors import DownloadError, ModelError, ResshiftError, UsageError
+from resshift_cli.errors import DownloadError, ModelError, ResshiftError, UsageError, first_line
 from resshift_cli.loading import AUTOENCODER_FILE, CONFIG_FILE, UNET_FILE, load_model
 from resshift_cli.registry import ModelEntry
 
@@ -469,8 +469,7 @@ def _transfer_error(err: Exception, spec: HubSpec, filename: str) -> ResshiftErr
     if isinstance(err, OSError) and err.errno in _DISK_FULL:
         return _disk_error(err, Path(_hf_cache_dir() or "~/.cache/huggingface").expanduser())
     if isinstance(err, OSError):
-        reason = (str(err).splitlines() or [type(err).__name__])[0]
-        return DownloadError(f"{spec}: fetching {filename} failed ({reason}); run the command again")
+        return DownloadError(f"{spec}: fetching {filename} failed ({first_line(err)}); run the command again")
     return None
 
 
@@ -500,7 +499,7 @@ def _hub_error(err: Exception, spec: HubSpec, filename: str) -> ResshiftError:
         )
     if isinstance(err, EntryNotFoundError):
         return DownloadError(f"{spec}: the repository has no {filename} (is it a resshift model folder?)")
-    return DownloadError(f"{spec}: the Hub refused the download ({str(err).splitlines()[0]})")
+    return DownloadError(f"{spec}: the Hub refused the download ({first_line(err)})")
 
 
 def fetch_hub_model(spec: HubSpec, *, progress: bool = True, files: Sequence[str] = MODEL_FILES) -> Path:

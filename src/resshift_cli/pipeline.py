@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from resshift_cli.devices import autocast, generator, memory_format
-from resshift_cli.errors import DeviceError
+from resshift_cli.errors import DeviceError, first_line
 from resshift_cli.images import Picture, model_rgb, with_pixels
 from resshift_cli.loading import LoadedModel
 from resshift_cli.sampler import Denoiser, sample
@@ -276,7 +276,7 @@ def upscale_tensor(
             out = _attempt(model, y, options, progress)
         except Exception as err:
             if model.compiled and _is_compile_failure(err):
-                say(f"torch.compile failed ({_first_line(err)}); continuing without --compile")
+                say(f"torch.compile failed ({first_line(err)}); continuing without --compile")
                 model.compile(enabled=False)
                 continue
             if device.type == "cpu" or not _is_out_of_memory(err):
@@ -287,10 +287,6 @@ def upscale_tensor(
             return out
         say(f"non-finite values in {str(options.dtype).removeprefix('torch.')} output; retrying in float32")
         options = replace(options, dtype=torch.float32)
-
-
-def _first_line(err: BaseException) -> str:
-    return next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
 
 
 def _after_out_of_memory(
