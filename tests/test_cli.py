@@ -22,12 +22,13 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import corpus
-from resshift_cli import __version__, hub
+from resshift_cli import __version__, locations
 from resshift_cli.cli import app
 from resshift_cli.cli.options import OutputFormat, Precision
 from resshift_cli.cli.upscale import ProgressBars
 from resshift_cli.devices import PRECISIONS, cpu_has_native_bf16
 from resshift_cli.images import FORMATS
+from resshift_cli.manifest import write_manifest
 from resshift_cli.pipeline import Progress
 from tiny import golden_case, write_tiny_folder
 
@@ -470,8 +471,8 @@ def test_progress_bars_stay_silent_when_disabled() -> None:
 
 
 def test_doctor_lists_devices_versions_and_the_cache() -> None:
-    folder = write_tiny_folder(hub.models_dir() / "tiny-v3", "v3")
-    hub.write_manifest(folder, "tiny-v3", [])
+    folder = write_tiny_folder(locations.models_dir() / "tiny-v3", "v3")
+    write_manifest(folder, "tiny-v3", [])
     result = invoke("doctor")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
@@ -479,5 +480,5 @@ def test_doctor_lists_devices_versions_and_the_cache() -> None:
     assert any(line.startswith(f"torch {torch.__version__}") for line in lines)
     auto = "bf16" if cpu_has_native_bf16() else "fp32"
     assert any(line.startswith("  cpu: ") and "fp32" in line and f"(auto: {auto})" in line for line in lines)
-    assert f"cache: {hub.cache_home()} (set RESSHIFT_HOME to move it)" in lines
+    assert f"cache: {locations.cache_home()} (set RESSHIFT_HOME to move it)" in lines
     assert any(line.startswith(f"  model: {folder} (") for line in lines)

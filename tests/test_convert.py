@@ -10,17 +10,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from resshift_cli.cache import convert_to_folder
 from resshift_cli.config import DiffusionConfig
 from resshift_cli.convert import (
     canonicalize,
-    convert_official,
     convert_state_dicts,
     infer_config,
     load_pth,
     strip_prefixes,
 )
 from resshift_cli.errors import ModelError
-from resshift_cli.loading import AUTOENCODER_FILE, UNET_FILE, is_recomputed, load_model
+from resshift_cli.loading import AUTOENCODER_FILE, UNET_FILE, is_recomputed, load_model, write_model_folder
 from resshift_cli.registry import preset
 from servers import tiny_release, torch_bytes
 
@@ -186,7 +186,9 @@ def test_convert_official_round_trips(tmp_path: Path, golden_dir: Path, golden_s
     files = tiny_release(golden_dir, "compiled")
     unet_pth = _write(tmp_path / "u.pth", files["resshift_realsrx4_s4_v3.pth"])
     autoencoder_pth = _write(tmp_path / "a.pth", files["autoencoder_vq_f4.pth"])
-    config = convert_official(unet_pth, autoencoder_pth, tmp_path / "model", "realsr-v3", preset("realsr-v3"))
+    config = convert_to_folder(
+        unet_pth, autoencoder_pth, tmp_path / "model", name="realsr-v3", diffusion=preset("realsr-v3")
+    )
     assert config.unet.model_channels == 32
     unet, autoencoder = golden_states
     assert _same(load_file(tmp_path / "model" / UNET_FILE), unet)
@@ -199,27 +201,27 @@ def test_different_architecture_names_the_keys(tmp_path: Path, golden_states) ->
     unet = {k: v for k, v in unet.items() if k != "out.2.weight"} | {"extra.weight": torch.zeros(1)}
     autoencoder = {**autoencoder, "decoder.conv_out.weight": torch.zeros(3, 32, 1, 1)}
     with pytest.raises(ModelError, match=r"missing out\.2\.weight; unexpected extra\.weight") as err:
-        convert_state_dicts(unet, autoencoder, tmp_path / "m", "x", DiffusionConfig(), source="src")
+        convert_state_dicts(unet, autoencoder, "x", DiffusionConfig(), source="src")
     assert "\n" not in str(err.value)
-    assert not (tmp_path / "m").exists()
 
 
 def test_mis_shaped_autoencoder_is_named(tmp_path: Path, golden_states) -> None:
     unet, autoencoder = golden_states
     autoencoder = {**autoencoder, "decoder.conv_out.weight": torch.zeros(3, 32, 1, 1)}
     with pytest.raises(ModelError, match=r"\(autoencoder\).*mis-shaped decoder\.conv_out\.weight"):
-        convert_state_dicts(unet, autoencoder, tmp_path / "m", "x", DiffusionConfig(), source="src")
+        convert_state_dicts(unet, autoencoder, "x", DiffusionConfig(), source="src")
 
 
 def test_swapped_files_are_detected(tmp_path: Path, golden_states) -> None:
     unet, autoencoder = golden_states
     with pytest.raises(ModelError, match="swapped"):
-        convert_state_dicts(autoencoder, unet, tmp_path / "m", "x", DiffusionConfig(), source="src")
+        convert_state_dicts(autoencoder, unet, "x", DiffusionConfig(), source="src")
 
 
 def test_recomputed_buffers_are_not_required(tmp_path: Path, golden_states) -> None:
     unet, autoencoder = golden_states
     trimmed = {k: v for k, v in unet.items() if not is_recomputed(k)}
     assert len(trimmed) < len(unet)
-    config = convert_state_dicts(trimmed, autoencoder, tmp_path / "m", "x", DiffusionConfig(), source="src")
-    assert load_model(tmp_path / "m").config == config
+    converted = convert_state_dicts(trimmed, autoencoder, "x", DiffusionConfig(), source="src")
+    write_model_folder(tmp_path / "m", converted.config, converted.unet, converted.autoencoder)
+    assert load_model(tmp_path / "m").config == converted.config

@@ -18,10 +18,12 @@ import torch
 from huggingface_hub import hf_hub_download, snapshot_download
 from safetensors.torch import load_file
 
-from resshift_cli import hub, registry
+from resshift_cli import cache, hub, locations, registry
 from resshift_cli.errors import DownloadError, ModelError, UsageError
 from resshift_cli.loading import AUTOENCODER_FILE, CONFIG_FILE, UNET_FILE, load_model
+from resshift_cli.manifest import MANIFEST_FILE, MODEL_FILES, read_manifest, verify_folder
 from resshift_cli.registry import HubLocation, ModelEntry
+from resshift_cli.release import DOWNLOAD_ATTEMPTS, ENV_RELEASE_URL
 from servers import AUTOENCODER_PTH, UNET_PTH, HubServer, ReleaseServer, tiny_release, torch_bytes
 
 MODEL = "realsr-v3"
@@ -31,7 +33,7 @@ MODEL = "realsr-v3"
 def release(golden_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ReleaseServer]:
     """A release server with the tiny weights as `realsr-v3` (UNet DDP-wrapped), set as the release URL."""
     with ReleaseServer(tiny_release(golden_dir, "ddp")) as server:
-        monkeypatch.setenv(hub.ENV_RELEASE_URL, server.url)
+        monkeypatch.setenv(ENV_RELEASE_URL, server.url)
         yield server
 
 
@@ -43,7 +45,7 @@ def tiny_folder(tmp_path_factory: pytest.TempPathFactory, golden_dir: Path) -> P
     for name, data in files.items():
         (root / name).write_bytes(data)
     folder = root / "model"
-    hub.convert_to_folder(
+    cache.convert_to_folder(
         root / UNET_PTH, root / AUTOENCODER_PTH, folder, name=MODEL, diffusion=registry.preset(MODEL)
     )
     return folder
@@ -71,40 +73,40 @@ def one_line(err: pytest.ExceptionInfo[BaseException]) -> str:
 
 
 def test_first_download_converts_into_the_cache(release: ReleaseServer, golden_dir: Path) -> None:
-    folder = hub.resolve_model(MODEL, progress=False)
-    assert folder == hub.cache_home() / "models" / MODEL
-    assert sorted(p.name for p in folder.iterdir()) == sorted([*hub.MODEL_FILES, hub.MANIFEST_FILE])
-    manifest = hub.read_manifest(folder)
+    folder = cache.resolve_model(MODEL)
+    assert folder == locations.cache_home() / "models" / MODEL
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*MODEL_FILES, MANIFEST_FILE])
+    manifest = read_manifest(folder)
     assert manifest is not None
     assert [(s.file, s.sha256, s.url) for s in manifest.sources] == [
         (name, sha256(release.files[name]), f"{release.url}/{name}") for name in (UNET_PTH, AUTOENCODER_PTH)
     ]
-    assert hub.verify_folder(folder) == []
+    assert verify_folder(folder) == []
     assert (
         load_file(folder / AUTOENCODER_FILE).keys() == load_file(golden_dir / "tiny_vq_f4.safetensors").keys()
     )
-    assert not list(hub.downloads_dir().glob("*.pth*")), "the pickles are deleted after conversion"
+    assert not list(locations.downloads_dir().glob("*.pth*")), "the pickles are deleted after conversion"
 
 
 def test_cached_second_run_makes_no_request(release: ReleaseServer) -> None:
-    first = hub.resolve_model(MODEL, progress=False)
+    first = cache.resolve_model(MODEL)
     hits = len(release.hits)
     release.stop()
-    assert hub.resolve_model(MODEL, progress=False) == first
+    assert cache.resolve_model(MODEL) == first
     assert len(release.hits) == hits
 
 
 def test_offline_run_uses_the_cache(release: ReleaseServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    folder = hub.resolve_model(MODEL, progress=False)
+    folder = cache.resolve_model(MODEL)
     release.stop()
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert hub.resolve_model(MODEL, progress=False) == folder
+    assert cache.resolve_model(MODEL) == folder
 
 
 def test_offline_with_nothing_cached(release: ReleaseServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DownloadError) as err:
-        hub.resolve_model(MODEL, progress=False)
+        cache.resolve_model(MODEL)
     assert "HF_HUB_OFFLINE is set" in one_line(err)
     assert f"resshift models download {MODEL}" in str(err.value)
     assert "--model DIR" in str(err.value)
@@ -112,9 +114,9 @@ def test_offline_with_nothing_cached(release: ReleaseServer, monkeypatch: pytest
 
 
 def test_no_network(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(hub.ENV_RELEASE_URL, closed_port_url())
+    monkeypatch.setenv(ENV_RELEASE_URL, closed_port_url())
     with pytest.raises(DownloadError, match=r"^cannot reach 127\.0\.0\.1:\d+ to fetch") as err:
-        hub.resolve_model(MODEL, progress=False)
+        cache.resolve_model(MODEL)
     assert "resshift models download" in one_line(err)
     assert "--model DIR" in str(err.value)
 
@@ -122,8 +124,8 @@ def test_no_network(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_missing_release_file(release: ReleaseServer) -> None:
     del release.files[UNET_PTH]
     with pytest.raises(DownloadError, match=r"resshift_realsrx4_s4_v3\.pth: not found \(HTTP 404\)") as err:
-        hub.resolve_model(MODEL, progress=False)
-    assert hub.ENV_RELEASE_URL in one_line(err)
+        cache.resolve_model(MODEL)
+    assert ENV_RELEASE_URL in one_line(err)
 
 
 def test_not_enough_disk_space_is_caught_before_writing(release: ReleaseServer) -> None:
@@ -131,58 +133,58 @@ def test_not_enough_disk_space_is_caught_before_writing(release: ReleaseServer) 
     with pytest.raises(
         DownloadError, match=r"downloads: not enough disk space \(1000000000000 MB needed"
     ) as err:
-        hub.resolve_model(MODEL, progress=False)
-    assert f"set {hub.ENV_HOME}" in one_line(err)
-    assert not list(hub.downloads_dir().glob("*.part"))
+        cache.resolve_model(MODEL)
+    assert f"set {locations.ENV_HOME}" in one_line(err)
+    assert not list(locations.downloads_dir().glob("*.part"))
 
 
 def test_unwritable_cache_is_one_line(release: ReleaseServer, tmp_path: Path, monkeypatch) -> None:
     (tmp_path / "file").write_text("")
-    monkeypatch.setenv(hub.ENV_HOME, str(tmp_path / "file" / "resshift"))
+    monkeypatch.setenv(locations.ENV_HOME, str(tmp_path / "file" / "resshift"))
     with pytest.raises(ModelError, match="cannot write") as err:
-        hub.resolve_model(MODEL, progress=False)
+        cache.resolve_model(MODEL)
     assert str(tmp_path / "file" / "resshift") in one_line(err)
 
 
 def test_interrupted_transfer_resumes_in_the_same_run(release: ReleaseServer) -> None:
     release.interrupt[UNET_PTH] = [3_000_000]
-    hub.resolve_model(MODEL, progress=False)
+    cache.resolve_model(MODEL)
     assert [h.range for h in release.downloads(UNET_PTH)] == [None, "bytes=3000000-"]
 
 
 def test_interrupted_download_resumes_on_the_next_run(release: ReleaseServer) -> None:
-    release.interrupt[UNET_PTH] = [1_000_000] * hub.DOWNLOAD_ATTEMPTS
+    release.interrupt[UNET_PTH] = [1_000_000] * DOWNLOAD_ATTEMPTS
     with pytest.raises(
         DownloadError, match=r"interrupted at 3000000 of \d+ bytes; run the same command again to resume"
     ):
-        hub.resolve_model(MODEL, progress=False)
-    assert (hub.downloads_dir() / f"{UNET_PTH}.part").stat().st_size == 3_000_000
-    assert not (hub.models_dir() / MODEL).exists()
+        cache.resolve_model(MODEL)
+    assert (locations.downloads_dir() / f"{UNET_PTH}.part").stat().st_size == 3_000_000
+    assert not (locations.models_dir() / MODEL).exists()
 
-    folder = hub.resolve_model(MODEL, progress=False)
+    folder = cache.resolve_model(MODEL)
     assert release.downloads(UNET_PTH)[-1].range == "bytes=3000000-"
-    assert hub.read_manifest(folder).sources[0].sha256 == sha256(release.files[UNET_PTH])
+    assert read_manifest(folder).sources[0].sha256 == sha256(release.files[UNET_PTH])
 
 
 def test_stale_partial_larger_than_the_file_restarts(release: ReleaseServer) -> None:
-    hub.downloads_dir().mkdir(parents=True)
-    (hub.downloads_dir() / f"{UNET_PTH}.part").write_bytes(b"x" * (len(release.files[UNET_PTH]) + 10))
-    folder = hub.resolve_model(MODEL, progress=False)
+    locations.downloads_dir().mkdir(parents=True)
+    (locations.downloads_dir() / f"{UNET_PTH}.part").write_bytes(b"x" * (len(release.files[UNET_PTH]) + 10))
+    folder = cache.resolve_model(MODEL)
     assert [h.range for h in release.downloads(UNET_PTH)][-1] is None
-    assert hub.verify_folder(folder) == []
+    assert verify_folder(folder) == []
 
 
 def test_corrupt_download_is_refused_and_deleted(release: ReleaseServer, golden_dir: Path) -> None:
     good = release.files[UNET_PTH]
     release.files[UNET_PTH] = good[: len(good) // 2]
     with pytest.raises(ModelError, match="corrupt or truncated PyTorch checkpoint") as err:
-        hub.resolve_model(MODEL, progress=False)
+        cache.resolve_model(MODEL)
     assert "deleted, run again to re-download" in one_line(err)
-    assert not list(hub.downloads_dir().glob("*.pth"))
-    assert not (hub.models_dir() / MODEL).exists()
+    assert not list(locations.downloads_dir().glob("*.pth"))
+    assert not (locations.models_dir() / MODEL).exists()
 
     release.files[UNET_PTH] = good
-    assert hub.verify_folder(hub.resolve_model(MODEL, progress=False)) == []
+    assert verify_folder(cache.resolve_model(MODEL)) == []
 
 
 def test_html_page_instead_of_checkpoint(release: ReleaseServer) -> None:
@@ -190,7 +192,7 @@ def test_html_page_instead_of_checkpoint(release: ReleaseServer) -> None:
     with pytest.raises(
         ModelError, match=r"autoencoder_vq_f4\.pth: not a PyTorch checkpoint \(an HTML/XML page\)"
     ):
-        hub.resolve_model(MODEL, progress=False)
+        cache.resolve_model(MODEL)
 
 
 def test_wrong_architecture_names_the_differing_keys(release: ReleaseServer, golden_dir: Path) -> None:
@@ -199,11 +201,11 @@ def test_wrong_architecture_names_the_differing_keys(release: ReleaseServer, gol
     del unet["time_embed.0.bias"]
     release.files[UNET_PTH] = torch_bytes(unet)
     with pytest.raises(ModelError) as err:
-        hub.resolve_model(MODEL, progress=False)
+        cache.resolve_model(MODEL)
     assert "(unet): weights do not match the architecture: missing time_embed.0.bias" in one_line(err)
     assert "mis-shaped out.2.weight (4, 32, 3, 3) (expected (3, 32, 3, 3))" in str(err.value)
-    assert not (hub.models_dir() / MODEL).exists()
-    assert not list(hub.downloads_dir().glob("*.pth"))
+    assert not (locations.models_dir() / MODEL).exists()
+    assert not list(locations.downloads_dir().glob("*.pth"))
 
 
 def test_booby_trapped_pickle_never_runs(release: ReleaseServer, golden_dir: Path, tmp_path: Path) -> None:
@@ -216,22 +218,22 @@ def test_booby_trapped_pickle_never_runs(release: ReleaseServer, golden_dir: Pat
     unet = load_file(golden_dir / "tiny_unet.safetensors")
     release.files[UNET_PTH] = torch_bytes({"state_dict": {**unet, "ema_rate": Payload()}})
     with pytest.raises(ModelError, match=r"refused: .*exec.*nothing in it ran"):
-        hub.resolve_model(MODEL, progress=False)
+        cache.resolve_model(MODEL)
     assert not marker.exists()
-    assert not list(hub.downloads_dir().glob("*.pth"))
-    assert not (hub.models_dir() / MODEL).exists()
+    assert not list(locations.downloads_dir().glob("*.pth"))
+    assert not (locations.models_dir() / MODEL).exists()
 
 
 def test_keep_pth_keeps_the_pickles_and_reuses_them(release: ReleaseServer) -> None:
-    hub.resolve_model(MODEL, keep_pth=True, progress=False)
-    kept = sorted(p.name for p in hub.downloads_dir().glob("*.pth"))
+    cache.resolve_model(MODEL, keep_pth=True)
+    kept = sorted(p.name for p in locations.downloads_dir().glob("*.pth"))
     assert kept == sorted([UNET_PTH, AUTOENCODER_PTH])
 
-    removed = hub.remove_cached(MODEL)
-    assert hub.models_dir() / MODEL in removed
-    assert hub.downloads_dir() / UNET_PTH in removed
+    removed = cache.remove_cached(MODEL)
+    assert locations.models_dir() / MODEL in removed
+    assert locations.downloads_dir() / UNET_PTH in removed
     hits = len(release.downloads(AUTOENCODER_PTH))
-    hub.resolve_model(MODEL, progress=False)
+    cache.resolve_model(MODEL)
     assert len(release.downloads(AUTOENCODER_PTH)) == hits, "the kept autoencoder is reused"
     assert len(release.downloads(UNET_PTH)) == 2
 
@@ -239,21 +241,24 @@ def test_keep_pth_keeps_the_pickles_and_reuses_them(release: ReleaseServer) -> N
 @pytest.mark.slow
 def test_two_concurrent_first_runs(release: ReleaseServer) -> None:
     release.chunk_delay_s = 0.03
-    script = "from resshift_cli.hub import resolve_model; print(resolve_model('realsr-v3'))"
+    script = "from resshift_cli.cli import main; main()"
     runs = [
         subprocess.Popen(
-            [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            [sys.executable, "-c", script, "models", "download", MODEL],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(2)
     ]
     outputs = [run.communicate(timeout=120) for run in runs]
     assert [run.returncode for run in runs] == [0, 0], outputs
-    folder = hub.models_dir() / MODEL
+    folder = locations.models_dir() / MODEL
     assert [out.strip() for out, _ in outputs] == [str(folder)] * 2
     assert any("waiting for another resshift process" in err for _, err in outputs)
     assert len(release.downloads(UNET_PTH)) == len(release.downloads(AUTOENCODER_PTH)) == 1
-    assert hub.verify_folder(folder) == []
-    assert not list(hub.models_dir().glob(".*.tmp"))
+    assert verify_folder(folder) == []
+    assert not list(locations.models_dir().glob(".*.tmp"))
 
 
 @pytest.mark.slow
@@ -270,31 +275,31 @@ def test_disk_full_is_one_line(release: ReleaseServer) -> None:
     assert run.returncode == 1, run.stderr
     assert run.stderr.count("\n") == 1
     assert "disk full or file size limit reached" in run.stderr
-    assert f"set {hub.ENV_HOME}" in run.stderr
+    assert f"set {locations.ENV_HOME}" in run.stderr
 
 
 # Model specs ------------------------------------------------------------------------------------------------
 
 
 def test_folder_spec_is_used_as_is(tiny_folder: Path) -> None:
-    assert hub.resolve_model(str(tiny_folder)) == tiny_folder
+    assert cache.resolve_model(str(tiny_folder)) == tiny_folder
 
 
 @pytest.mark.parametrize("spec", ["./no-such-folder", "a/b/c"])
 def test_missing_folder_spec(spec: str) -> None:
     with pytest.raises(ModelError, match="not a model folder"):
-        hub.resolve_model(spec)
+        cache.resolve_model(spec)
 
 
 def test_unknown_name_lists_the_known_ones() -> None:
     with pytest.raises(UsageError, match="unknown model 'realsr-v9'; known models: realsr-v1, realsr-v2"):
-        hub.resolve_model("realsr-v9")
+        cache.resolve_model("realsr-v9")
 
 
 @pytest.mark.parametrize("spec", ["hf://just-a-name", "hf://a/b/c", "hf://a/b@", "hf://"])
 def test_bad_hub_specs(spec: str) -> None:
     with pytest.raises(UsageError, match="expected hf://owner/name"):
-        hub.resolve_model(spec)
+        cache.resolve_model(spec)
 
 
 def test_parse_hub_spec() -> None:
@@ -327,30 +332,30 @@ def test_hub_model_downloads_once_and_works_offline(
     hub_server: HubServer, tiny_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     commit = _upload(hub_server, tiny_folder)
-    folder = hub.resolve_model("hf://me/tiny", progress=False)
+    folder = cache.resolve_model("hf://me/tiny")
     assert folder == Path(os.environ["HF_HOME"]) / "hub" / "models--me--tiny" / "snapshots" / commit
     assert (folder.parent.parent / "refs" / "main").read_text() == commit, "the resolved revision is pinned"
     assert load_model(folder).config.name == MODEL
     assert (folder / UNET_FILE).read_bytes() == (tiny_folder / UNET_FILE).read_bytes()
 
     hub_server.stop()
-    assert hub.resolve_model("hf://me/tiny", progress=False) == folder
+    assert cache.resolve_model("hf://me/tiny") == folder
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert hub.resolve_model("hf://me/tiny", progress=False) == folder
+    assert cache.resolve_model("hf://me/tiny") == folder
 
 
 def test_hub_revision_pins_a_commit(hub_server: HubServer, tiny_folder: Path, tmp_path: Path) -> None:
     old = _upload(hub_server, tiny_folder)
     changed = {p.name: p.read_bytes() for p in tiny_folder.iterdir()} | {"README.md": b"# v2\n"}
     new = hub_server.add_commit("me/tiny", changed)
-    assert hub.resolve_model(f"hf://me/tiny@{old}", progress=False).name == old
-    assert hub.resolve_model("hf://me/tiny", progress=False).name == new
+    assert cache.resolve_model(f"hf://me/tiny@{old}").name == old
+    assert cache.resolve_model("hf://me/tiny").name == new
 
 
 def test_hub_token_is_sent(hub_server: HubServer, tiny_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     _upload(hub_server, tiny_folder)
     monkeypatch.setenv("HF_TOKEN", "hf_testtoken")
-    hub.resolve_model("hf://me/tiny", progress=False)
+    cache.resolve_model("hf://me/tiny")
     assert {h.authorization for h in hub_server.hits} == {"Bearer hf_testtoken"}
 
 
@@ -362,11 +367,11 @@ def test_registry_entry_with_a_hub_copy(
         "tiny-hub", "test", registry.preset(MODEL), "unused.pth", hub=HubLocation("me/tiny", commit)
     )
     monkeypatch.setitem(registry.MODELS, entry.name, entry)
-    assert hub.cached_folder(entry) is None
-    folder = hub.resolve_model("tiny-hub", progress=False)
+    assert cache.cached_folder(entry) is None
+    folder = cache.resolve_model("tiny-hub")
     assert folder.name == commit
-    assert hub.cached_folder(entry) == folder
-    assert not hub.models_dir().exists(), "Hub copies live in the Hugging Face cache only"
+    assert cache.cached_folder(entry) == folder
+    assert not locations.models_dir().exists(), "Hub copies live in the Hugging Face cache only"
 
 
 @pytest.mark.parametrize(
@@ -381,14 +386,14 @@ def test_hub_not_found_errors(hub_server: HubServer, tiny_folder: Path, spec: st
     _upload(hub_server, tiny_folder)
     hub_server.add_commit("me/partial", {CONFIG_FILE: (tiny_folder / CONFIG_FILE).read_bytes()})
     with pytest.raises(DownloadError) as err:
-        hub.resolve_model(spec, progress=False)
+        cache.resolve_model(spec)
     assert message in one_line(err)
 
 
 def test_hub_offline_with_nothing_cached(hub_server: HubServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(DownloadError) as err:
-        hub.resolve_model("hf://me/tiny", progress=False)
+        cache.resolve_model("hf://me/tiny")
     assert "is not in the Hugging Face cache and HF_HUB_OFFLINE is set" in one_line(err)
     assert hub_server.hits == []
 
@@ -398,15 +403,15 @@ def test_hub_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
     """Slow by nature: huggingface_hub retries a refused connection with back-off (about 20 s)."""
     monkeypatch.setenv("HF_ENDPOINT", closed_port_url())
     with pytest.raises(DownloadError, match=r"cannot be reached; on a connected machine run") as err:
-        hub.resolve_model("hf://me/tiny", progress=False)
+        cache.resolve_model("hf://me/tiny")
     assert "--model DIR" in one_line(err)
 
 
 def test_hub_repo_with_only_the_model_files(hub_server: HubServer, tiny_folder: Path) -> None:
-    files = {name: (tiny_folder / name).read_bytes() for name in hub.MODEL_FILES}
+    files = {name: (tiny_folder / name).read_bytes() for name in MODEL_FILES}
     commit = hub_server.add_commit("me/bare", files)
-    folder = hub.resolve_model("hf://me/bare", progress=False)
-    assert sorted(p.name for p in folder.iterdir()) == sorted(hub.MODEL_FILES)
+    folder = cache.resolve_model("hf://me/bare")
+    assert sorted(p.name for p in folder.iterdir()) == sorted(MODEL_FILES)
     hub_server.stop()
-    assert hub.resolve_model("hf://me/bare", progress=False) == folder
+    assert cache.resolve_model("hf://me/bare") == folder
     assert folder.name == commit

@@ -12,10 +12,12 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from resshift_cli import hub
+from resshift_cli import cache, locations
 from resshift_cli.cli import app
 from resshift_cli.cli.models import app as models_app
 from resshift_cli.loading import UNET_FILE, load_model
+from resshift_cli.manifest import read_manifest, verify_folder
+from resshift_cli.release import ENV_RELEASE_URL
 from servers import AUTOENCODER_PTH, UNET_PTH, HubServer, ReleaseServer, tiny_release, torch_bytes
 
 MODEL = "realsr-v3"
@@ -25,7 +27,7 @@ runner = CliRunner()
 @pytest.fixture
 def release(golden_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ReleaseServer]:
     with ReleaseServer(tiny_release(golden_dir, "compiled")) as server:
-        monkeypatch.setenv(hub.ENV_RELEASE_URL, server.url)
+        monkeypatch.setenv(ENV_RELEASE_URL, server.url)
         yield server
 
 
@@ -92,15 +94,15 @@ def test_list_shows_every_model_and_whether_cached(release: ReleaseServer) -> No
 def test_download_prints_the_folder(release: ReleaseServer) -> None:
     code, out, err = resshift("models", "download", MODEL, "--quiet")
     assert (code, err) == (0, "")
-    assert Path(out.strip()) == hub.models_dir() / MODEL
-    assert hub.verify_folder(Path(out.strip())) == []
+    assert Path(out.strip()) == locations.models_dir() / MODEL
+    assert verify_folder(Path(out.strip())) == []
 
 
 def test_download_shows_progress_on_stderr(release: ReleaseServer) -> None:
     code, out, err = resshift("models", "download", MODEL)
     assert code == 0
     assert UNET_PTH in err and AUTOENCODER_PTH in err
-    assert out.strip() == str(hub.models_dir() / MODEL)
+    assert out.strip() == str(locations.models_dir() / MODEL)
 
 
 def test_download_errors_are_one_line(release: ReleaseServer, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -132,7 +134,7 @@ def test_convert_works_offline(
         4,
         32,
     )
-    manifest = hub.read_manifest(out_dir)
+    manifest = read_manifest(out_dir)
     assert [(s.file, s.url) for s in manifest.sources] == [(UNET_PTH, None), (AUTOENCODER_PTH, None)]
     assert manifest.sources[0].sha256 == hashlib.sha256(pth_files[0].read_bytes()).hexdigest()
 
@@ -191,10 +193,10 @@ def test_export_loads_back_from_the_hub(
     assert hashlib.sha256((export_dir / UNET_FILE).read_bytes()).hexdigest() in card
 
     commit = hub_server.add_folder("me/resshift-v3", export_dir)
-    folder = hub.resolve_model("hf://me/resshift-v3", progress=False)
+    folder = cache.resolve_model("hf://me/resshift-v3")
     assert folder.name == commit
-    assert hub.verify_folder(folder) == []
-    assert load_model(folder).config == load_model(hub.models_dir() / MODEL).config
+    assert verify_folder(folder) == []
+    assert load_model(folder).config == load_model(locations.models_dir() / MODEL).config
     release.stop()
     assert_upscales_like_golden("hf://me/resshift-v3", golden_dir, tmp_path / "x4.png")
 
@@ -204,7 +206,7 @@ def test_export_loads_back_from_the_hub(
 
 
 def test_export_of_a_tampered_model_is_refused(release: ReleaseServer, tmp_path: Path) -> None:
-    folder = hub.resolve_model(MODEL, progress=False)
+    folder = cache.resolve_model(MODEL)
     unet = load_file(folder / UNET_FILE)
     first = next(iter(unet))
     unet[first] = unet[first] + 1
@@ -225,7 +227,7 @@ def test_info_of_a_model_that_is_not_cached() -> None:
 
 
 def test_info_of_a_cached_model_shows_provenance(release: ReleaseServer) -> None:
-    hub.resolve_model(MODEL, progress=False)
+    cache.resolve_model(MODEL)
     code, out, _ = resshift("models", "info", MODEL)
     assert code == 0
     assert "widths: unet 32, swin 64, autoencoder 32, codebook 8192×3" in out
@@ -234,7 +236,7 @@ def test_info_of_a_cached_model_shows_provenance(release: ReleaseServer) -> None
 
 
 def test_verify_detects_a_changed_file(release: ReleaseServer) -> None:
-    folder = hub.resolve_model(MODEL, progress=False)
+    folder = cache.resolve_model(MODEL)
     code, out, _ = resshift("models", "verify")
     assert (code, out) == (0, f"ok {MODEL}\n")
 
@@ -254,10 +256,10 @@ def test_verify_with_an_empty_cache() -> None:
 
 
 def test_remove(release: ReleaseServer) -> None:
-    hub.resolve_model(MODEL, progress=False)
+    cache.resolve_model(MODEL)
     code, out, _ = resshift("models", "remove", MODEL)
     assert code == 0 and out.startswith(f"removed {MODEL}")
-    assert not (hub.models_dir() / MODEL).exists()
+    assert not (locations.models_dir() / MODEL).exists()
     code, _, err = resshift("models", "remove", MODEL)
     assert code == 1
     assert_one_error_line(err, f"{MODEL} is not in the cache")

@@ -1,4 +1,4 @@
-"""Official `.pth` checkpoints → model folders: a loader that cannot run code, and pure state-dict transforms.
+"""Official `.pth` checkpoints → checked state dicts: a loader that cannot run code, and pure transforms.
 
 The released files are pickles (spec §1.1). We open them only with `torch.load(weights_only=True)`, which
 refuses any pickle that names a function or class outside PyTorch's tensor allowlist, so a booby-trapped
@@ -10,7 +10,7 @@ from __future__ import annotations
 import pickle
 import zipfile
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -18,7 +18,7 @@ from torch import Tensor
 
 from resshift_cli.config import DiffusionConfig, ModelConfig, realsr_unet, vq_f4
 from resshift_cli.errors import ModelError, first_line
-from resshift_cli.loading import write_model_folder
+from resshift_cli.loading import check_state_dicts
 
 WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 """Key prefixes added by `DistributedDataParallel` and `torch.compile`; stripped when every key has one."""
@@ -150,35 +150,28 @@ def _check_order(
         raise ModelError(f"{source}: the UNet and autoencoder files are swapped (give the UNet first)")
 
 
+@dataclass(frozen=True)
+class Converted:
+    """A checked model: the config inferred from the weights and both canonical state dicts."""
+
+    config: ModelConfig
+    unet: dict[str, Tensor]
+    autoencoder: dict[str, Tensor]
+
+
 def convert_state_dicts(
     unet_state: Mapping[str, Tensor],
     autoencoder_state: Mapping[str, Tensor],
-    folder: Path,
     name: str,
     diffusion: DiffusionConfig,
     source: str,
     scale: int = 4,
-) -> ModelConfig:
-    """Check canonical official state dicts against the inferred architecture and write a model folder.
+) -> Converted:
+    """Check canonical official state dicts against the inferred architecture (nothing is written).
 
-    Tensors keep their dtype. Raises `ModelError` naming the differing keys before anything is written.
+    Tensors keep their dtype. Raises `ModelError` naming the differing keys; `source` names the weights.
     """
     _check_order(unet_state, autoencoder_state, source)
     config = infer_config(unet_state, autoencoder_state, name, diffusion, scale)
-    write_model_folder(folder, config, unet_state, autoencoder_state, source=source)
-    return config
-
-
-def convert_official(
-    unet_pth: Path,
-    autoencoder_pth: Path,
-    folder: Path,
-    name: str,
-    diffusion: DiffusionConfig,
-    scale: int = 4,
-) -> ModelConfig:
-    """Convert an official UNet + autoencoder `.pth` pair into a model folder (written into `folder`)."""
-    source = f"{unet_pth.name} + {autoencoder_pth.name}"
-    return convert_state_dicts(
-        load_pth(unet_pth), load_pth(autoencoder_pth), folder, name, diffusion, source, scale
-    )
+    check_state_dicts(config, unet_state, autoencoder_state, source)
+    return Converted(config, dict(unet_state), dict(autoencoder_state))

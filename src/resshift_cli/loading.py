@@ -6,7 +6,6 @@ float32 or float16 on disk, loaded into float32).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from torch import Tensor, nn
 
 from resshift_cli.config import CONFIG_FILE_NAME, AutoencoderConfig, ModelConfig, UNetConfig
 from resshift_cli.errors import ModelError
+from resshift_cli.fileio import atomic_write
 from resshift_cli.nets.swin import SwinTransformerBlock, WindowAttention
 from resshift_cli.nets.unet import UNetModelSwin
 from resshift_cli.nets.vqgan import VQModelTorch
@@ -215,9 +215,8 @@ def _save(state: Mapping[str, Tensor], path: Path, config: ModelConfig, dtype: t
         k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
         for k, v in state.items()
     }
-    partial = path.with_name(path.name + ".partial")
-    save_file(tensors, partial, metadata={"format": "pt", "resshift_config": config.to_json()})
-    os.replace(partial, path)
+    with atomic_write(path) as temporary:
+        save_file(tensors, temporary, metadata={"format": "pt", "resshift_config": config.to_json()})
 
 
 def write_model_folder(
@@ -237,7 +236,8 @@ def write_model_folder(
     folder.mkdir(parents=True, exist_ok=True)
     _save(unet_state, folder / UNET_FILE, config, dtype)
     _save(autoencoder_state, folder / AUTOENCODER_FILE, config, dtype)
-    (folder / CONFIG_FILE).write_text(config.to_json() + "\n", encoding="utf-8")
+    with atomic_write(folder / CONFIG_FILE) as temporary:
+        temporary.write_text(config.to_json() + "\n", encoding="utf-8")
 
 
 def networks(unet: UNetConfig, autoencoder: AutoencoderConfig) -> tuple[UNetModelSwin, VQModelTorch]:

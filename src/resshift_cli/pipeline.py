@@ -13,6 +13,7 @@ from resshift_cli.devices import autocast, generator, memory_format
 from resshift_cli.errors import DeviceError, first_line
 from resshift_cli.images import Picture, model_rgb, with_pixels
 from resshift_cli.loading import LoadedModel
+from resshift_cli.progress import Progress, ProgressCallback
 from resshift_cli.sampler import Denoiser, sample
 from resshift_cli.schedule import make_schedule
 from resshift_cli.tiling import Tile, official_tiles, plan_tiles, tiled_map
@@ -46,19 +47,6 @@ class UpscaleOptions:
     tile_overlap: int = DEFAULT_TILE_OVERLAP
     tile_batch: int = DEFAULT_TILE_BATCH
     official_tiling: bool = False
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Progress of one image in `stage`: "encode"/"decode" (autoencoder tiles), "denoise" ((step, tile)
-    pairs) or "tiles" (official chop patches); `done` of `total`."""
-
-    stage: str
-    done: int
-    total: int
-
-
-ProgressCallback = Callable[[Progress], None]
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from resshift_cli import __version__, hub, registry
+from resshift_cli import __version__, cache, locations, registry
 from resshift_cli.cli.errors import reports_errors
 from resshift_cli.devices import DEVICE_ENV, PRECISIONS, mps_available, resolve_device, resolve_precision
 from resshift_cli.errors import ResshiftError
@@ -79,23 +79,23 @@ def _version_lines() -> list[str]:
 
 def _cached_folders() -> list[Path]:
     """Complete model folders: named models (in our cache or the Hub cache) and other cached folders."""
-    folders = {*hub.cached_models()}
-    folders.update(folder for entry in registry.MODELS.values() if (folder := hub.cached_folder(entry)))
+    folders = {*cache.cached_models()}
+    folders.update(folder for entry in registry.MODELS.values() if (folder := cache.cached_folder(entry)))
     return sorted(folders)
 
 
 def _cache_lines() -> list[str]:
-    lines = [f"cache: {hub.cache_home()} (set {hub.ENV_HOME} to move it)"]
+    lines = [f"cache: {locations.cache_home()} (set {locations.ENV_HOME} to move it)"]
     folders = _cached_folders()
-    lines += [f"  model: {folder} ({hub.folder_size(folder) / 1e6:,.0f} MB)" for folder in folders]
+    lines += [f"  model: {folder} ({cache.folder_size(folder) / 1e6:,.0f} MB)" for folder in folders]
     if not folders:
         lines.append("  no models yet (`resshift models download NAME` fetches one)")
-    downloads = hub.downloads_dir()
+    downloads = locations.downloads_dir()
     leftovers = sorted(downloads.iterdir()) if downloads.is_dir() else []
     lines += [
         f"  download: {path} ({path.stat().st_size / 1e6:,.0f} MB)" for path in leftovers if path.is_file()
     ]
-    lines.append(f"offline (HF_HUB_OFFLINE): {'yes' if hub.offline() else 'no'}")
+    lines.append(f"offline (HF_HUB_OFFLINE): {'yes' if locations.offline() else 'no'}")
     return lines
 
 

@@ -10,7 +10,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from resshift_cli import hub, registry
+from resshift_cli import cache, card, hub, locations, manifest, registry, release
+from resshift_cli.cli.downloads import download_progress
 from resshift_cli.cli.errors import reports_errors
 from resshift_cli.config import ModelConfig
 from resshift_cli.errors import ModelError
@@ -24,7 +25,8 @@ app = typer.Typer(
 )
 
 APPROX_RELEASE_BYTES = 477_939_489 + 221_364_650
-"""fp32 `torch.save` sizes of the released UNet and autoencoder (spec §1), shown before a first download."""
+"""fp32 `torch.save` sizes of the released UNet and autoencoder (docs/official-behaviour.md §1), shown
+before a first download."""
 
 ModelSpec = Annotated[
     str,
@@ -46,11 +48,14 @@ def _megabytes(size: int) -> str:
 @reports_errors
 def list_models() -> None:
     """List the named models: sampling steps, size, whether they are cached, license."""
-    table = Table("name", "steps", "size", "cached", "license", caption=f"cache: {hub.models_dir()}")
+    caption = f"cache: {locations.models_dir()}"
+    table = Table("name", "steps", "size", "cached", "license", caption=caption)
     for entry in registry.MODELS.values():
-        folder = hub.cached_folder(entry)
+        folder = cache.cached_folder(entry)
         size = (
-            _megabytes(hub.folder_size(folder)) if folder else f"~{_megabytes(APPROX_RELEASE_BYTES)} to fetch"
+            _megabytes(cache.folder_size(folder))
+            if folder
+            else f"~{_megabytes(APPROX_RELEASE_BYTES)} to fetch"
         )
         name = entry.name + (" (default)" if entry.name == registry.DEFAULT_MODEL else "")
         table.add_row(name, str(entry.steps), size, "yes" if folder else "no", entry.license)
@@ -61,7 +66,9 @@ def list_models() -> None:
 @reports_errors
 def download(model: ModelSpec, keep_pth: KeepPth = False, quiet: Quiet = False) -> None:
     """Fetch a model into the cache for later (and offline) use; prints its folder."""
-    print(hub.resolve_model(model, keep_pth=keep_pth, progress=not quiet))
+    with download_progress(not quiet) as progress:
+        folder = cache.resolve_model(model, keep_pth=keep_pth, progress=progress)
+    print(folder)
 
 
 @app.command()
@@ -83,7 +90,7 @@ def convert(
 ) -> None:
     """Convert official .pth files fetched by hand into a model folder (offline; nothing in them is run)."""
     entry = registry.get(preset)
-    hub.convert_to_folder(unet_pth, autoencoder_pth, output, name=entry.name, diffusion=entry.diffusion)
+    cache.convert_to_folder(unet_pth, autoencoder_pth, output, name=entry.name, diffusion=entry.diffusion)
     print(output)
 
 
@@ -95,13 +102,14 @@ def export(
     quiet: Quiet = False,
 ) -> None:
     """Write a Hub-ready folder (model files, manifest, README.md model card) for `hf upload`."""
-    folder = hub.export_model(model, directory, progress=not quiet)
+    with download_progress(not quiet) as progress:
+        folder = card.export_model(model, directory, progress=progress)
     print(folder)
     print(f"upload it with: hf upload OWNER/NAME {folder}", file=sys.stderr)
 
 
 def _entry_lines(entry: ModelEntry) -> list[str]:
-    base = hub.release_base_url()
+    base = release.release_base_url()
     origin = str(hub.HubSpec(entry.hub.repo_id, entry.hub.revision)) if entry.hub else None
     return [
         f"name: {entry.name}",
@@ -124,9 +132,9 @@ def _folder_lines(folder: Path) -> list[str]:
     ]
     if not (folder / UNET_FILE).is_file():
         return [*lines, "weights: not downloaded"]
-    lines.append(f"size: {_megabytes(hub.folder_size(folder))}")
-    manifest = hub.read_manifest(folder)
-    for record in manifest.sources if manifest else ():
+    lines.append(f"size: {_megabytes(cache.folder_size(folder))}")
+    recorded = manifest.read_manifest(folder)
+    for record in recorded.sources if recorded else ():
         lines.append(f"converted from: {record.url or record.file} (sha256 {record.sha256})")
     return lines
 
@@ -136,12 +144,12 @@ def _info_lines(spec: str) -> list[str]:
         parsed = hub.parse_hub_spec(spec)
         return [
             f"source: {parsed}",
-            *_folder_lines(hub.fetch_hub_model(parsed, progress=False, files=(CONFIG_FILE,))),
+            *_folder_lines(hub.fetch_hub_model(parsed, files=(CONFIG_FILE,))),
         ]
     if spec not in registry.MODELS and Path(spec).expanduser().is_dir():
         return _folder_lines(Path(spec).expanduser())
     entry = registry.get(spec)
-    folder = hub.cached_folder(entry)
+    folder = cache.cached_folder(entry)
     if folder is None:
         return [*_entry_lines(entry), f"cached: no (`resshift models download {entry.name}` fetches it)"]
     return [*_entry_lines(entry), *_folder_lines(folder)]
@@ -162,9 +170,9 @@ def verify(
     ] = None,
 ) -> None:
     """Re-hash cached models against their manifests (exit code 1 when any file changed)."""
-    folders = [hub.models_dir() / name for name in names] if names else hub.cached_models()
+    folders = [locations.models_dir() / name for name in names] if names else cache.cached_models()
     if not folders:
-        print(f"no models in the cache ({hub.models_dir()})")
+        print(f"no models in the cache ({locations.models_dir()})")
     failed = [folder.name for folder in folders if not _report_verification(folder)]
     if failed:
         raise ModelError(
@@ -174,7 +182,7 @@ def verify(
 
 def _report_verification(folder: Path) -> bool:
     """Print `ok NAME` or `FAILED NAME` plus one indented line per problem; True when all files match."""
-    problems = hub.verify_folder(folder) if folder.is_dir() else [f"{folder.name}: not in the cache"]
+    problems = manifest.verify_folder(folder) if folder.is_dir() else [f"{folder.name}: not in the cache"]
     print(f"{'FAILED' if problems else 'ok'} {folder.name}")
     for problem in problems:
         print(f"  {problem}")
@@ -185,7 +193,8 @@ def _report_verification(folder: Path) -> bool:
 @reports_errors
 def remove(name: Annotated[str, typer.Argument(help="A cached model name.", show_default=False)]) -> None:
     """Delete a model from the cache (with any kept or partial download)."""
-    removed = hub.remove_cached(name)
+    with download_progress(True) as progress:
+        removed = cache.remove_cached(name, progress=progress)
     if not removed:
-        raise ModelError(f"{name} is not in the cache ({hub.models_dir()}); nothing to remove")
+        raise ModelError(f"{name} is not in the cache ({locations.models_dir()}); nothing to remove")
     print(f"removed {name}: {', '.join(str(p) for p in removed)}")

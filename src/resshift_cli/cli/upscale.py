@@ -24,6 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 from rich.progress import Progress as Bars
 
 from resshift_cli import registry
+from resshift_cli.cache import resolve_model
+from resshift_cli.cli.downloads import download_progress
 from resshift_cli.cli.errors import EXIT_INTERRUPTED, debug_enabled, error_line, reports_errors, set_debug
 from resshift_cli.cli.options import (
     BitDepth,
@@ -57,7 +59,6 @@ from resshift_cli.cli.options import (
 )
 from resshift_cli.devices import configure_threads, resolve_device, resolve_precision
 from resshift_cli.errors import UsageError
-from resshift_cli.hub import resolve_model
 from resshift_cli.images import DEFAULT_MAX_PIXELS
 from resshift_cli.jobs import (
     Existing,
@@ -169,8 +170,8 @@ def _check_stdout(jobs: Sequence[Job], json_lines: bool) -> None:
 
 
 def _load(run: Run, bars: ProgressBars) -> LoadedModel:
-    with bars.paused():
-        folder = resolve_model(run.model, progress=not run.quiet)
+    with bars.paused(), download_progress(not run.quiet) as progress:
+        folder = resolve_model(run.model, progress=progress)
         configure_threads()
         model = load_model(folder, run.device)
         model.compile(run.compiled)
