@@ -27,7 +27,6 @@ import contextlib
 import io
 import os
 import re
-import secrets
 import struct
 import zlib
 from collections.abc import Iterator, Mapping
@@ -40,6 +39,7 @@ import numpy as np
 from PIL import Image, ImageCms, ImageFile, TiffImagePlugin, UnidentifiedImageError
 
 from resshift_cli.errors import ImageError, UsageError
+from resshift_cli.fileio import atomic_write
 
 DEFAULT_MAX_PIXELS: int = 256_000_000
 """Inputs with more pixels than this are refused before decoding (the CLI's --max-pixels default)."""
@@ -1027,37 +1027,12 @@ _ENCODERS = {"png": _encode_png, "tiff": _encode_tiff, "jpg": _encode_jpeg, "web
 
 
 def _write_atomically(target: Path, data: bytes, label: str) -> None:
-    """Write to a temporary file beside `target`, fsync, then rename over it; on any failure
-    (KeyboardInterrupt included) the temporary file is removed and `target` is left as it was."""
-    temporary = target.with_name(f".{target.name[:64]}.{secrets.token_hex(4)}.tmp")
+    """Write `data` through `fileio.atomic_write`: on any failure `target` is left as it was."""
     try:
-        descriptor = os.open(
-            temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
-        )
+        with atomic_write(target) as temporary:
+            temporary.write_bytes(data)
     except OSError as err:
         raise ImageError(f"{label}: cannot write ({err.strerror or err})") from err
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException as err:
-        temporary.unlink(missing_ok=True)
-        if isinstance(err, OSError):
-            raise ImageError(f"{label}: cannot write ({err.strerror or err})") from err
-        raise
-    _sync_directory(target.parent)
-
-
-def _sync_directory(folder: Path) -> None:
-    """Make the rename durable where the platform allows syncing a directory."""
-    with contextlib.suppress(OSError):
-        descriptor = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(descriptor)
-        finally:
-            os.close(descriptor)
 
 
 def _write_stream(stream: BinaryIO, data: bytes, label: str) -> None:
