@@ -30,7 +30,7 @@ MODEL = "realsr-v3"
 
 
 @pytest.fixture
-def release(golden_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ReleaseServer]:
+def release(golden_dir: Path, monkeypatch: pytest.MonkeyPatch, online: None) -> Iterator[ReleaseServer]:
     """A release server with the tiny weights as `realsr-v3` (UNet DDP-wrapped), set as the release URL."""
     with ReleaseServer(tiny_release(golden_dir, "ddp")) as server:
         monkeypatch.setenv(ENV_RELEASE_URL, server.url)
@@ -113,7 +113,7 @@ def test_offline_with_nothing_cached(release: ReleaseServer, monkeypatch: pytest
     assert release.hits == []
 
 
-def test_no_network(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_network(monkeypatch: pytest.MonkeyPatch, online: None) -> None:
     monkeypatch.setenv(ENV_RELEASE_URL, closed_port_url())
     with pytest.raises(DownloadError, match=r"^cannot reach 127\.0\.0\.1:\d+ to fetch") as err:
         cache.resolve_model(MODEL)
@@ -278,6 +278,15 @@ def test_disk_full_is_one_line(release: ReleaseServer) -> None:
     assert f"set {locations.ENV_HOME}" in run.stderr
 
 
+def test_tests_are_offline_by_default() -> None:
+    """Without the `online` fixture no test can fetch anything by accident (see conftest.py)."""
+    assert os.environ[ENV_RELEASE_URL] == os.environ["HF_ENDPOINT"] == "http://127.0.0.1:9"
+    with pytest.raises(DownloadError, match="HF_HUB_OFFLINE is set"):
+        cache.resolve_model(MODEL)
+    with pytest.raises(DownloadError, match="HF_HUB_OFFLINE is set"):
+        cache.resolve_model("hf://me/tiny")
+
+
 # Model specs ------------------------------------------------------------------------------------------------
 
 
@@ -399,7 +408,7 @@ def test_hub_offline_with_nothing_cached(hub_server: HubServer, monkeypatch: pyt
 
 
 @pytest.mark.slow
-def test_hub_unreachable(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hub_unreachable(monkeypatch: pytest.MonkeyPatch, online: None) -> None:
     """Slow by nature: huggingface_hub retries a refused connection with back-off (about 20 s)."""
     monkeypatch.setenv("HF_ENDPOINT", closed_port_url())
     with pytest.raises(DownloadError, match=r"cannot be reached; on a connected machine run") as err:

@@ -25,7 +25,7 @@ runner = CliRunner()
 
 
 @pytest.fixture
-def release(golden_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ReleaseServer]:
+def release(golden_dir: Path, monkeypatch: pytest.MonkeyPatch, online: None) -> Iterator[ReleaseServer]:
     with ReleaseServer(tiny_release(golden_dir, "compiled")) as server:
         monkeypatch.setenv(ENV_RELEASE_URL, server.url)
         yield server
