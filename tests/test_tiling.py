@@ -117,7 +117,8 @@ def test_plan_tiles_cover_the_canvas_row_major(layout):
 
 
 def official_starts_brute(length: int, patch: int, stride: int) -> list[int]:
-    """Spec §2.4 re-stated as a loop: walk s = 0, S, 2S, … < L, snap overhanging starts, keep first copies."""
+    """docs/official-behaviour.md §2.4 re-stated as a loop: walk s = 0, S, 2S, … < L, snap overhanging
+    starts, keep first copies."""
     if length <= patch:
         return [0]
     starts: list[int] = []
@@ -402,7 +403,8 @@ def test_tiled_map_rejects_wrong_output_shape_and_bad_scale():
 
 
 def official_chop(fn, x: torch.Tensor, patch: int, stride: int, sf: int) -> torch.Tensor:
-    """The upstream ImageSpliterTh loop as spec §2.4 states it: row-major patches, sum / count."""
+    """The upstream ImageSpliterTh loop as docs/official-behaviour.md §2.4 states it: row-major patches,
+    sum / count."""
     _, _, height, width = x.shape
     total = torch.zeros(x.shape[0], x.shape[1], height * sf, width * sf)
     count = torch.zeros_like(total)

@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class UNetConfig:
-    """Constructor arguments of the official `UNetModelSwin` (spec §4.1)."""
+    """Constructor arguments of the official `UNetModelSwin` (docs/official-behaviour.md §4.1)."""
 
     image_size: int = 64
     in_channels: int = 3
@@ -52,7 +52,7 @@ class UNetConfig:
 
 @dataclass(frozen=True)
 class DDConfig:
-    """Encoder/decoder layout of the VQ autoencoder (`ddconfig`, spec §5.1)."""
+    """Encoder/decoder layout of the VQ autoencoder (`ddconfig`, docs/official-behaviour.md §5.1)."""
 
     double_z: bool = False
     z_channels: int = 3
@@ -69,7 +69,7 @@ class DDConfig:
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
-    """Constructor arguments of the official `VQModelTorch` (spec §5.1)."""
+    """Constructor arguments of the official `VQModelTorch` (docs/official-behaviour.md §5.1)."""
 
     embed_dim: int = 3
     n_embed: int = 8192
@@ -78,7 +78,7 @@ class AutoencoderConfig:
 
 @dataclass(frozen=True)
 class DiffusionConfig:
-    """Settings of the residual-shifting diffusion (spec §2.1, paper Eq. 10)."""
+    """Settings of the residual-shifting diffusion (docs/official-behaviour.md §2.1, paper Eq. 10)."""
 
     steps: int = 15
     kappa: float = 2.0
@@ -155,10 +155,10 @@ def _build(kind: type[T], values: Mapping[str, Any], source: str) -> T:
 
 
 def realsr_unet() -> UNetConfig:
-    """The released realsr/bicsr UNet (v1 = v2 = v3 = bicsr, spec §4.1)."""
+    """The released realsr/bicsr UNet (v1 = v2 = v3 = bicsr, docs/official-behaviour.md §4.1)."""
     return UNetConfig()
 
 
 def vq_f4() -> AutoencoderConfig:
-    """The released `autoencoder_vq_f4` (spec §5.1)."""
+    """The released `autoencoder_vq_f4` (docs/official-behaviour.md §5.1)."""
     return AutoencoderConfig()

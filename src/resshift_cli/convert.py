@@ -1,8 +1,9 @@
 """Official `.pth` checkpoints → checked state dicts: a loader that cannot run code, and pure transforms.
 
-The released files are pickles (spec §1.1). We open them only with `torch.load(weights_only=True)`, which
-refuses any pickle that names a function or class outside PyTorch's tensor allowlist, so a booby-trapped
-file is rejected before anything in it runs. What comes out must be a flat mapping of names to tensors.
+The released files are pickles (docs/official-behaviour.md §1.1). We open them only with
+`torch.load(weights_only=True)`, which refuses any pickle that names a function or class outside PyTorch's
+tensor allowlist, so a booby-trapped file is rejected before anything in it runs. What comes out must be a
+flat mapping of names to tensors.
 """
 
 from __future__ import annotations

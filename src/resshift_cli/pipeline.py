@@ -199,7 +199,8 @@ def _official_chop(
     model: LoadedModel, y: Tensor, options: UpscaleOptions, progress: ProgressCallback | None
 ) -> Tensor:
     """The official script's tiling: each LR patch an independent chain (its own padding and noise, drawn in
-    patch order from one generator), results clamped and averaged with equal weights (spec §2.4)."""
+    patch order from one generator), results clamped and averaged with equal weights
+    (docs/official-behaviour.md §2.4)."""
     if options.tile == 0:
         return _upscale(model, y, options, progress).clamp(-1, 1)
     rng = generator(options.seed)

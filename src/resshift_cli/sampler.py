@@ -1,4 +1,4 @@
-"""The residual-shifting sampler (paper Algorithm 2, spec §2.2–2.3) over a denoiser callable.
+"""The residual-shifting sampler (paper Algorithm 2, docs/official-behaviour.md §2.2–2.3) over a denoiser.
 
 The sampler never owns the network, the device or the progress display: it calls `denoise(x_in, t)`
 for the x₀ prediction and `callback(info)` after every step.
@@ -49,7 +49,8 @@ def prior_sample(y0: Tensor, schedule: Schedule, noise: Tensor) -> Tensor:
 
 
 def scale_input(x: Tensor, schedule: Schedule, i: int) -> Tensor:
-    """x_t / √(κ²η_t + 1): normalises the latent's variance before the network (spec §2.2)."""
+    """x_t / √(κ²η_t + 1): normalises the latent's variance before the network
+    (docs/official-behaviour.md §2.2)."""
     if not schedule.normalize_input:
         return x
     eta = _f32(schedule.etas, i, x.device)

@@ -1,4 +1,4 @@
-"""The η schedule of ResShift and its posterior coefficients (paper Eqs. 1–7, spec §2.1).
+"""The η schedule of ResShift and its posterior coefficients (Eqs. 1–7, docs/official-behaviour.md §2.1).
 
 Computed in float64 with numpy exactly as the official code does; the sampler casts each value to
 float32 when it uses it.

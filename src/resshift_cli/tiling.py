@@ -7,8 +7,8 @@ rectangle s× larger on the output canvas; `Tile.scaled(s)` gives it and refuses
 Two layouts:
 - ours (`plan_tiles`): as few tiles as possible, evenly spread, neighbours overlapping by at least the
   requested overlap, blended with raised-cosine windows (`layout_weights`).
-- the official "chop" (`official_tiles`, spec §2.4): fixed stride with the last start snapped to the
-  edge, blended by uniform averaging (`weights="uniform"` in `tiled_map`).
+- the official "chop" (`official_tiles`, docs/official-behaviour.md §2.4): fixed stride with the last
+  start snapped to the edge, blended by uniform averaging (`weights="uniform"` in `tiled_map`).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def axis_starts(length: int, tile: int, overlap: int, align: int = 1) -> list[in
 
 
 def official_axis_starts(length: int, patch: int, stride: int) -> list[int]:
-    """Patch starts of the official chop (spec §2.4) along one axis of `length` pixels.
+    """Patch starts of the official chop (docs/official-behaviour.md §2.4) along one axis of `length` pixels.
 
     `length <= patch` gives `[0]`; otherwise `[0, stride, 2·stride, … < length]` with every start
     `s > length - patch` replaced by `length - patch`, duplicates dropped keeping the first.

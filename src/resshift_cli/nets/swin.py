@@ -1,4 +1,4 @@
-"""Swin transformer layers of the ResShift denoiser, NCHW throughout (spec §4.4).
+"""Swin transformer layers of the ResShift denoiser, NCHW throughout (docs/official-behaviour.md §4.4).
 
 Quirks of the released weights reproduced here: GroupNorm (not LayerNorm) inside the blocks, no residual
 around a whole `BasicLayer`, unshifted blocks when the nominal resolution is not larger than the window, and

@@ -1,4 +1,4 @@
-"""The Swin-UNet denoiser f_θ(x_t, t, y₀) of ResShift (`UNetModelSwin`, spec §4).
+"""The Swin-UNet denoiser f_θ(x_t, t, y₀) of ResShift (`UNetModelSwin`, docs/official-behaviour.md §4).
 
 It predicts x₀ directly (paper Eq. 8 with the x₀-parameterisation). Parameter names follow the released
 checkpoints, so their state dicts load without renaming.

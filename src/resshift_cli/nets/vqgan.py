@@ -1,4 +1,4 @@
-"""The VQ-f4 autoencoder (CompVis LDM first stage, `VQModelTorch`, spec §5).
+"""The VQ-f4 autoencoder (CompVis LDM first stage, `VQModelTorch`, docs/official-behaviour.md §5).
 
 ResShift runs its diffusion in this autoencoder's latent space: encode without quantisation, decode with
 quantisation to the nearest codebook entry.
@@ -177,7 +177,8 @@ class Decoder(nn.Module):
 
 
 class VectorQuantizer(nn.Module):
-    """Nearest-codebook quantisation with the straight-through expression z + (e − z) (spec §5.3)."""
+    """Nearest-codebook quantisation with the straight-through expression z + (e − z)
+    (docs/official-behaviour.md §5.3)."""
 
     def __init__(self, n_embed: int, embed_dim: int) -> None:
         super().__init__()
