@@ -6,7 +6,7 @@ import io
 import os
 import stat
 import struct
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import cv2
@@ -19,6 +19,7 @@ from resshift_cli.errors import ImageError, UsageError
 from resshift_cli.images import (
     DEFAULT_MAX_PIXELS,
     FORMATS,
+    Metadata,
     Picture,
     format_for,
     model_rgb,
@@ -30,6 +31,7 @@ from resshift_cli.images import (
     write_picture,
 )
 
+METADATA_FIELDS = [f.name for f in fields(Metadata)]
 PROVENANCE = {"software": "resshift-cli test", "model": "realsr-v3", "seed": "42"}
 
 
@@ -63,14 +65,17 @@ def decoded(path: Path) -> Image.Image:
 
 
 def random_picture(channels: int, depth: int, **fields: object) -> Picture:
-    """A Picture holding corpus samples (C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA) at `depth` bits."""
+    """A Picture holding corpus samples (C = 1 gray, 2 gray+alpha, 3 RGB, 4 RGBA) at `depth` bits;
+    `fields` are Picture or Metadata fields."""
     samples = corpus.sample_pixels(channels, depth).astype(np.float32) / (2**depth - 1)
     alpha = samples[..., -1] if channels in (2, 4) else None
+    metadata = {name: fields.pop(name) for name in METADATA_FIELDS if name in fields}
     return Picture(
         rgb=np.ascontiguousarray(expected_rgb(samples)),
         alpha=alpha,
         grayscale=channels <= 2,
         bit_depth=depth,
+        metadata=Metadata(**metadata),
         **fields,
     )
 
@@ -152,7 +157,7 @@ def test_cmyk_jpeg_without_profile_uses_pillows_formula(tmp_path):
     picture = read_picture(path)
     reference = np.asarray(decoded(path).convert("RGB"))
     np.testing.assert_array_equal(as_int(picture.rgb, 8), reference)
-    assert picture.icc_profile is None
+    assert picture.metadata.icc_profile is None
     assert np.abs(reference[0, 0].astype(int) - [255, 0, 0]).max() <= 2
 
 
@@ -165,14 +170,14 @@ def test_cmyk_jpeg_is_converted_through_its_profile_which_is_then_dropped(tmp_pa
     reference = np.asarray(ImageCms.profileToProfile(source, profile, srgb, outputMode="RGB"))
     np.testing.assert_array_equal(as_int(picture.rgb, 8), reference)
     assert np.ptp(reference[0, 0]) <= 1, "the test profile maps every ink mix to a gray"
-    assert picture.icc_profile is None
+    assert picture.metadata.icc_profile is None
 
 
 def test_cmyk_jpeg_with_unusable_profile_falls_back(tmp_path):
     fake = b"\0" * 16 + b"CMYK" + b"\0" * 200
     picture = read_picture(corpus.write_cmyk_jpeg(tmp_path, icc=fake))
     assert np.abs(as_int(picture.rgb[0, 0], 8) - [255, 0, 0]).max() <= 2
-    assert picture.icc_profile is None
+    assert picture.metadata.icc_profile is None
 
 
 def test_float_tiff_in_unit_range_is_read(tmp_path):
@@ -206,7 +211,7 @@ def test_exif_orientation_is_applied_like_pillow(tmp_path, writer, orientation, 
     indices.getexif()[0x0112] = orientation
     moved = np.asarray(ImageOps.exif_transpose(indices))
     np.testing.assert_array_equal(as_int(picture.rgb, depth), stored.reshape(-1, 3)[moved])
-    assert parsed_exif(picture.exif).get(0x0112, 1) == 1
+    assert parsed_exif(picture.metadata.exif).get(0x0112, 1) == 1
 
 
 def test_orientation_of_big_endian_and_bigtiff_files(tmp_path):
@@ -226,9 +231,12 @@ def test_jpeg_orientation_and_xmp_orientation_are_reset(tmp_path):
     )
     picture = read_picture(path)
     assert picture.rgb.shape == (corpus.WIDTH, corpus.HEIGHT, 3)
-    assert picture.dpi == (150.0, 300.0), "a quarter turn swaps the horizontal and vertical density"
-    assert parsed_exif(picture.exif)[0x0112] == 1
-    assert b'tiff:Orientation="1"' in picture.xmp and b'tiff:Orientation="6"' not in picture.xmp
+    assert picture.metadata.dpi == (150.0, 300.0), "a quarter turn swaps the horizontal and vertical density"
+    assert parsed_exif(picture.metadata.exif)[0x0112] == 1
+    assert (
+        b'tiff:Orientation="1"' in picture.metadata.xmp
+        and b'tiff:Orientation="6"' not in picture.metadata.xmp
+    )
 
 
 def test_xmp_only_orientation_is_applied(tmp_path):
@@ -246,25 +254,25 @@ def test_metadata_is_read_and_exif_thumbnail_dropped(tmp_path):
         tmp_path, "meta.png", corpus.sample_pixels(3, 8), exif, icc, corpus.sample_xmp(), {"Title": "dune"}
     )
     picture = read_picture(path)
-    read = parsed_exif(picture.exif)
-    assert picture.icc_profile == icc
-    assert b"<rdf:li>Ada</rdf:li>" in picture.xmp
-    assert picture.text == {"Title": "dune"}
+    read = parsed_exif(picture.metadata.exif)
+    assert picture.metadata.icc_profile == icc
+    assert b"<rdf:li>Ada</rdf:li>" in picture.metadata.xmp
+    assert picture.metadata.text == {"Title": "dune"}
     assert (read[0x010F], read[0x0110], read[0x0112]) == ("Canon", "EOS Test", 1)
     assert read.get_ifd(ExifTags.IFD.IFD1) == {}
-    assert b"\xff\xd8" not in picture.exif, "the thumbnail JPEG must be gone"
+    assert b"\xff\xd8" not in picture.metadata.exif, "the thumbnail JPEG must be gone"
 
 
 def test_icc_profile_that_does_not_match_the_pixels_is_dropped(tmp_path):
     path = corpus.write_png(tmp_path, "gray.png", corpus.sample_pixels(1, 8), icc=corpus.srgb_icc())
-    assert read_picture(path).icc_profile is None
+    assert read_picture(path).metadata.icc_profile is None
 
 
 def test_jpeg_comment_and_dpi_are_read(tmp_path):
     path = tmp_path / "c.jpg"
     Image.fromarray(corpus.sample_pixels(3, 8)).save(path, comment="hello", dpi=(300, 150))
     picture = read_picture(path)
-    assert picture.text == {"Comment": "hello"} and picture.dpi == (300.0, 150.0)
+    assert picture.metadata.text == {"Comment": "hello"} and picture.metadata.dpi == (300.0, 150.0)
 
 
 def test_mpo_and_tiff_with_preview_page_read_as_their_first_image(tmp_path):
@@ -427,9 +435,9 @@ def test_metadata_survives_the_round_trip(tmp_path, fmt):
     target = tmp_path / f"out.{fmt}"
     write_picture(big, target)
     back = read_picture(target)
-    exif = parsed_exif(back.exif)
+    exif = parsed_exif(back.metadata.exif)
     expected = corpus.sample_exif_tags()
-    assert back.icc_profile == corpus.srgb_icc()
+    assert back.metadata.icc_profile == corpus.srgb_icc()
     assert (exif[0x010F], exif[0x0110], exif[0x013B], exif.get(0x0112, 1)) == ("Canon", "EOS Test", "Ada", 1)
     details, gps = exif.get_ifd(ExifTags.IFD.Exif), exif.get_ifd(ExifTags.IFD.GPSInfo)
     assert details[0x9003] == expected["DateTimeOriginal"]
@@ -439,7 +447,10 @@ def test_metadata_survives_the_round_trip(tmp_path, fmt):
     assert tuple(float(v) for v in gps[2]) == expected["GPSLatitude"]
     assert (details[0xA002], details[0xA003]) == (big.width, big.height)
     assert exif.get_ifd(ExifTags.IFD.IFD1) == {}
-    assert b'tiff:Orientation="1"' in back.xmp and b'exif:PixelXDimension="%d"' % big.width in back.xmp
+    assert (
+        b'tiff:Orientation="1"' in back.metadata.xmp
+        and b'exif:PixelXDimension="%d"' % big.width in back.metadata.xmp
+    )
     assert back.rgb.shape == (corpus.WIDTH * 2, corpus.HEIGHT * 2, 3), "already upright: no second rotation"
 
 
@@ -466,7 +477,8 @@ def test_png_gamma_chromaticities_and_srgb_chunks_are_carried(tmp_path, depth):
     with Image.open(tmp_path / "out.png") as out:
         assert out.info["gamma"] == 0.45455 and out.info["srgb"] == 1
         assert out.info["chromaticity"] == (0.3127, 0.329, 0.64, 0.33, 0.3, 0.6, 0.15, 0.06)
-    write_picture(replace(picture, grayscale=False, icc_profile=corpus.srgb_icc()), tmp_path / "icc.png")
+    with_icc = replace(picture.metadata, icc_profile=corpus.srgb_icc())
+    write_picture(replace(picture, grayscale=False, metadata=with_icc), tmp_path / "icc.png")
     with Image.open(tmp_path / "icc.png") as out:
         assert "srgb" not in out.info and out.info["gamma"] == 0.45455  # sRGB and iCCP exclude each other
         assert out.info["icc_profile"]
@@ -476,7 +488,7 @@ def test_png_gamma_chromaticities_and_srgb_chunks_are_carried(tmp_path, depth):
 def test_provenance_goes_to_exif_software_and_description(tmp_path, fmt):
     path = tmp_path / f"p.{fmt}"
     write_picture(random_picture(3, 8), path, text=PROVENANCE)
-    exif = parsed_exif(read_picture(path).exif)
+    exif = parsed_exif(read_picture(path).metadata.exif)
     assert exif[0x0131] == "resshift-cli test"
     assert exif[0x010E] == "model=realsr-v3; seed=42"
 
@@ -656,11 +668,14 @@ def test_resize_picture_down_and_up_keeps_metadata_and_avoids_dark_fringes():
     rgb[:, 4:] = 1.0
     alpha = np.zeros((8, 8), np.float32)
     alpha[:, 4:] = 1.0
-    picture = Picture(rgb, alpha, exif=corpus.sample_exif(), icc_profile=corpus.srgb_icc())
+    picture = Picture(rgb, alpha, metadata=Metadata(exif=corpus.sample_exif(), icc_profile=corpus.srgb_icc()))
     bigger = resize_picture(picture, 32, 32)
     visible = bigger.alpha > 0.01
     assert bigger.rgb[visible].min() > 0.99, "transparent black must not bleed into the white edge"
-    assert bigger.exif == picture.exif and bigger.icc_profile == picture.icc_profile
+    assert (
+        bigger.metadata.exif == picture.metadata.exif
+        and bigger.metadata.icc_profile == picture.metadata.icc_profile
+    )
     smaller = resize_picture(Picture(np.full((8, 8, 3), 0.25, np.float32), None), 2, 4)
     assert smaller.rgb.shape == (2, 4, 3) and np.allclose(smaller.rgb, 0.25)
 
@@ -678,7 +693,12 @@ def test_with_pixels_restores_alpha_gray_and_metadata():
     assert out.alpha.shape == result.shape[:2]
     np.testing.assert_allclose(out.rgb[..., 0], result @ np.array([0.299, 0.587, 0.114]), atol=1e-6)
     assert np.array_equal(out.rgb[..., 0], out.rgb[..., 1])
-    assert (out.exif, out.text, out.source, out.bit_depth) == (original.exif, {"a": "b"}, Path("x.png"), 16)
+    assert (out.metadata.exif, out.metadata.text, out.source, out.bit_depth) == (
+        original.metadata.exif,
+        {"a": "b"},
+        Path("x.png"),
+        16,
+    )
     with pytest.raises(ValueError, match=r"expected an \(H, W, 3\) array"):
         with_pixels(original, result[..., :2])
 
