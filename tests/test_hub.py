@@ -22,6 +22,7 @@ from resshift_cli import cache, hub, locations, registry
 from resshift_cli.errors import DownloadError, ModelError, UsageError
 from resshift_cli.loading import AUTOENCODER_FILE, CONFIG_FILE, UNET_FILE, load_model
 from resshift_cli.manifest import MANIFEST_FILE, MODEL_FILES, read_manifest, verify_folder
+from resshift_cli.progress import Progress
 from resshift_cli.registry import HubLocation, ModelEntry
 from resshift_cli.release import DOWNLOAD_ATTEMPTS, ENV_RELEASE_URL
 from servers import AUTOENCODER_PTH, UNET_PTH, HubServer, ReleaseServer, tiny_release, torch_bytes
@@ -86,6 +87,20 @@ def test_first_download_converts_into_the_cache(release: ReleaseServer, golden_d
         load_file(folder / AUTOENCODER_FILE).keys() == load_file(golden_dir / "tiny_vq_f4.safetensors").keys()
     )
     assert not list(locations.downloads_dir().glob("*.pth*")), "the pickles are deleted after conversion"
+
+
+def test_download_progress_is_reported_not_drawn(
+    release: ReleaseServer, capfd: pytest.CaptureFixture[str]
+) -> None:
+    reports: list[Progress] = []
+    cache.resolve_model(MODEL, progress=reports.append)
+    assert capfd.readouterr() == ("", ""), "library code draws nothing itself"
+    assert {p.stage for p in reports} == {"download"}
+    for name in (UNET_PTH, AUTOENCODER_PTH):
+        done = [p.done for p in reports if p.detail == name]
+        size = len(release.files[name])
+        assert done[0] == 0 and done[-1] == size and done == sorted(done)
+        assert {p.total for p in reports if p.detail == name} == {size}
 
 
 def test_cached_second_run_makes_no_request(release: ReleaseServer) -> None:
