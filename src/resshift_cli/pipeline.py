@@ -315,14 +315,18 @@ def upscale_tensor(
 def _after_out_of_memory(
     options: UpscaleOptions, y: Tensor, device: torch.device, say: Callable[[str], None]
 ) -> UpscaleOptions:
-    """The options for the next try after running out of device memory, or a `DeviceError`."""
+    """The options for the next try after running out of device memory, or a `DeviceError`.
+
+    The tile halves; an explicit overlap that no longer fits it becomes the automatic quarter of the tile.
+    """
     if options.tile == MIN_TILE:
         raise DeviceError(f"out of memory on {device} even with {MIN_TILE}-pixel tiles; try --device cpu")
     tile = smaller_tile(options, *y.shape[-2:])
     say(f"out of memory on {device} with tile {options.tile or 'off'}; retrying with --tile {tile}")
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return replace(options, tile=tile)
+    fits = options.tile_overlap is None or options.tile_overlap < tile
+    return replace(options, tile=tile, tile_overlap=options.tile_overlap if fits else None)
 
 
 def upscale_picture(
