@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -93,7 +95,7 @@ def test_automatic_overlap_is_a_quarter_of_the_tile() -> None:
     assert UpscaleOptions(tile=128, tile_overlap=0).overlap == 0
     starts = sorted({t.left for t in plan(64, 320, UpscaleOptions(tile=64))})
     assert len(starts) == 7 and starts[-1] == 256  # the fewest 64-wide tiles overlapping by >= 16
-    assert all(0 < b - a <= 64 - 16 for a, b in zip(starts, starts[1:]))
+    assert all(0 < b - a <= 64 - 16 for a, b in itertools.pairwise(starts))
 
 
 def test_an_overlap_that_no_longer_fits_the_halved_tile_becomes_automatic() -> None:
