@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from resshift_cli.tiling import Tile, context_window, plan_tiles
+from resshift_cli.tiling import Tile, context_window
 
 ColorFix = Literal["none", "wavelet", "adain"]
 COLOR_FIXES: tuple[str, ...] = get_args(ColorFix)
@@ -115,10 +115,13 @@ def _affine(x: Tensor, gain: Tensor, shift: Tensor) -> Tensor:
 
 
 def _windows(lr: Tensor, context: int) -> Iterator[tuple[Tile, Tile]]:
-    """(tile, window) pairs on the LR canvas: a partition into `FIX_TILE` tiles, each with `context`."""
+    """(tile, window) pairs on the LR canvas: a partition into tiles of at most `FIX_TILE` pixels (every
+    pixel in exactly one), each window the tile plus up to `context` pixels per side."""
     height, width = lr.shape[-2:]
-    for tile in plan_tiles(height, width, FIX_TILE, 0):
-        yield tile, context_window(tile, context, height, width)
+    for top in range(0, height, FIX_TILE):
+        for left in range(0, width, FIX_TILE):
+            tile = Tile(top, left, min(FIX_TILE, height - top), min(FIX_TILE, width - left))
+            yield tile, context_window(tile, context, height, width)
 
 
 def _inner(tile: Tile, window: Tile) -> Tile:
@@ -163,7 +166,7 @@ def tiled_adain_fix(result: Tensor, lr: Tensor, upsample: Upsample, scale: int) 
 
 def _streamed_mean_std(x: Tensor) -> tuple[Tensor, Tensor]:
     """`mean_std` of (B, C, H, W) summed over bands of rows, so no full-size float64 copy is made."""
-    band = FIX_TILE * FIX_TILE * 16 // max(x.shape[-1], 1) + 1
+    band = max(1, FIX_TILE * FIX_TILE * 4 // x.shape[-1])
     moments = [channel_moments(x[..., top : top + band, :]) for top in range(0, x.shape[-2], band)]
     total = torch.stack([m[0] for m in moments]).sum(0)
     squares = torch.stack([m[1] for m in moments]).sum(0)
