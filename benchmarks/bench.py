@@ -10,7 +10,8 @@ PSNR of its output against that run's output (same weights, same seed).
     python benchmarks/bench.py --model realsr-v1 --sizes 64 --precisions bf16 --steps 15,8,5,4
 
 `--steps` runs fewer sampling steps than the model was trained with (respaced, as `resshift upscale --steps`);
-the baseline stays the full-step run, so the PSNR column shows what the saved steps cost.
+the baseline stays the full-step run, so the PSNR column shows what the saved steps cost;
+`--baseline-precision bf16` makes that baseline the bf16 full-step run, to see the steps' cost alone.
 
 `--compile on` (or `both`) runs the UNet through torch.compile: one untimed warm-up run compiles it first
 (its time is the "warm-up s" column), and the denoise column is then total − encode − decode, since a
@@ -92,6 +93,7 @@ class Case:
     compile: bool = False
     steps: int = 0
     """Sampling steps; 0 = the model's trained steps."""
+    baseline_precision: str = "fp32"
 
     def label(self) -> str:
         label = f"{self.model} {self.device} {self.precision} lr {self.size} tile {self.tile or 'off'}"
@@ -99,8 +101,11 @@ class Case:
 
     @property
     def baseline(self) -> Case:
-        """The float32 untiled eager run of the same image on the same device with all trained steps."""
-        return dataclasses.replace(self, precision="fp32", tile=0, tile_overlap=0, compile=False, steps=0)
+        """The untiled eager run of the same image on the same device with all trained steps, in
+        `baseline_precision` (float32 unless --baseline-precision)."""
+        return dataclasses.replace(
+            self, precision=self.baseline_precision, tile=0, tile_overlap=0, compile=False, steps=0
+        )
 
 
 @dataclass
@@ -391,6 +396,7 @@ def make_case(
         repeat=args.repeat,
         compile=compiled,
         steps=steps,
+        baseline_precision=args.baseline_precision,
     )
 
 
@@ -448,7 +454,10 @@ def format_table(results: Sequence[Measurement]) -> str:
 def footnotes(results: Sequence[Measurement]) -> list[str]:
     """What the memory column measured, and any retries the pipeline reported."""
     kinds = sorted({r.memory for r in results})
-    lines = [f"peak GiB: {', '.join(kinds)}; x base: speed-up over the fp32 untiled run of the same size"]
+    lines = [
+        f"peak GiB: {', '.join(kinds)}; x base: speed-up over the untiled full-step run of the same size"
+        " (fp32 unless --baseline-precision)"
+    ]
     lines += [
         f"note ({r.precision}, lr {r.lr}, tile {r.tile or 'off'}): {n}" for r in results for n in r.notes
     ]
@@ -500,6 +509,11 @@ def parser() -> argparse.ArgumentParser:
         type=int_list,
         default=[0],
         help="sampling steps, comma-separated, each at most the model's trained steps (default 0 = trained)",
+    )
+    p.add_argument(
+        "--baseline-precision",
+        default="fp32",
+        help="precision of the untiled full-step baseline run (default fp32, the exact path)",
     )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--repeat", type=int, default=1, help="runs per configuration; the fastest is reported")

@@ -104,3 +104,9 @@ def test_steps_plan_one_full_step_baseline(bench):
     args = bench.parser().parse_args(["--sizes", "64", "--precisions", "bf16", "--steps", "15,5"])
     planned = [(c.precision, c.steps) for c in bench.plan_cases(args)]
     assert planned == [("fp32", 0), ("bf16", 15), ("bf16", 5)]
+
+
+def test_a_bf16_baseline_is_the_full_step_bf16_case_itself(bench):
+    args = ["--sizes", "64", "--precisions", "bf16", "--steps", "0,5", "--baseline-precision", "bf16"]
+    planned = [(c.precision, c.steps) for c in bench.plan_cases(bench.parser().parse_args(args))]
+    assert planned == [("bf16", 0), ("bf16", 5)]
