@@ -7,6 +7,11 @@ Our own float32 untiled run of each size is the baseline: every row shows its sp
 PSNR of its output against that run's output (same weights, same seed).
 
     python benchmarks/bench.py --model realsr-v3 --sizes 64,128 --tiles 0,64 --precisions fp32,bf16
+    python benchmarks/bench.py --model realsr-v1 --sizes 64 --precisions bf16 --steps 15,8,5,4
+
+`--steps` runs fewer sampling steps than the model was trained with (respaced, as `resshift upscale --steps`);
+the baseline stays the full-step run, so the PSNR column shows what the saved steps cost;
+`--baseline-precision bf16` makes that baseline the bf16 full-step run, to see the steps' cost alone.
 
 `--compile on` (or `both`) runs the UNet through torch.compile: one untimed warm-up run compiles it first
 (its time is the "warm-up s" column), and the denoise column is then total − encode − decode, since a
@@ -52,6 +57,7 @@ COLUMNS = (
     ("lr", "{}"),
     ("tile", "{}"),
     ("compile", "{}"),
+    ("steps", "{}"),
     ("out MP", "{:.3f}"),
     ("load s", "{:.2f}"),
     ("warm-up s", "{:.1f}"),
@@ -85,15 +91,21 @@ class Case:
     threads: int
     repeat: int
     compile: bool = False
+    steps: int = 0
+    """Sampling steps; 0 = the model's trained steps."""
+    baseline_precision: str = "fp32"
 
     def label(self) -> str:
         label = f"{self.model} {self.device} {self.precision} lr {self.size} tile {self.tile or 'off'}"
-        return label + (" compiled" if self.compile else "")
+        return label + (" compiled" if self.compile else "") + (f" {self.steps} steps" if self.steps else "")
 
     @property
     def baseline(self) -> Case:
-        """The float32 untiled eager run of the same image on the same device."""
-        return dataclasses.replace(self, precision="fp32", tile=0, tile_overlap=0, compile=False)
+        """The untiled eager run of the same image on the same device with all trained steps, in
+        `baseline_precision` (float32 unless --baseline-precision)."""
+        return dataclasses.replace(
+            self, precision=self.baseline_precision, tile=0, tile_overlap=0, compile=False, steps=0
+        )
 
 
 @dataclass
@@ -131,6 +143,7 @@ class Measurement:
             "lr": f"{self.lr}x{self.lr}",
             "tile": self.tile or "off",
             "compile": "on" if self.compile else "off",
+            "steps": self.steps,
             "out MP": self.out_mp,
             "load s": self.load_s,
             "warm-up s": self.warmup_s,
@@ -247,6 +260,7 @@ def options_for(case: Case, device: torch.device) -> UpscaleOptions:
         tile=case.tile,
         tile_overlap=case.tile_overlap,
         tile_batch=case.tile_batch,
+        steps=case.steps or None,
     )
 
 
@@ -310,7 +324,7 @@ def measure(case: Case, fresh_process: bool) -> tuple[Measurement, torch.Tensor]
         lr=case.size,
         tile=case.tile,
         compile=case.compile,
-        steps=model.config.diffusion.steps,
+        steps=case.steps or model.config.diffusion.steps,
         out_mp=best.output.shape[-2] * best.output.shape[-1] / 1e6,
         load_s=load_s,
         total_s=best.total_s,
@@ -359,7 +373,13 @@ def effective_tile(size: int, tile: int, multiple: int = 64) -> int:
 
 
 def make_case(
-    args: argparse.Namespace, device: str, size: int, tile: int, precision: str, compiled: bool
+    args: argparse.Namespace,
+    device: str,
+    size: int,
+    tile: int,
+    precision: str,
+    compiled: bool,
+    steps: int = 0,
 ) -> Case:
     """The `Case` for one grid point; the overlap defaults to a quarter of the tile."""
     tile = effective_tile(size, tile)
@@ -375,17 +395,20 @@ def make_case(
         threads=args.threads,
         repeat=args.repeat,
         compile=compiled,
+        steps=steps,
+        baseline_precision=args.baseline_precision,
     )
 
 
 def plan_cases(args: argparse.Namespace) -> list[Case]:
-    """Every (device, size, tile, precision, compile) once, each preceded by its float32 untiled baseline."""
+    """Every (device, size, tile, precision, compile, steps) once, each preceded by its float32 untiled
+    full-step baseline."""
     cases: list[Case] = []
     devices = (args.device, *args.extra_devices)
     compiles = {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]
-    grid = itertools.product(devices, args.sizes, args.tiles, args.precisions, compiles)
-    for device, size, tile, precision, compiled in grid:
-        case = make_case(args, device, size, tile, precision, compiled)
+    grid = itertools.product(devices, args.sizes, args.tiles, args.precisions, compiles, args.steps)
+    for device, size, tile, precision, compiled, steps in grid:
+        case = make_case(args, device, size, tile, precision, compiled, steps)
         for wanted in (case.baseline, case):
             if wanted not in cases:
                 cases.append(wanted)
@@ -431,7 +454,10 @@ def format_table(results: Sequence[Measurement]) -> str:
 def footnotes(results: Sequence[Measurement]) -> list[str]:
     """What the memory column measured, and any retries the pipeline reported."""
     kinds = sorted({r.memory for r in results})
-    lines = [f"peak GiB: {', '.join(kinds)}; x base: speed-up over the fp32 untiled run of the same size"]
+    lines = [
+        f"peak GiB: {', '.join(kinds)}; x base: speed-up over the untiled full-step run of the same size"
+        " (fp32 unless --baseline-precision)"
+    ]
     lines += [
         f"note ({r.precision}, lr {r.lr}, tile {r.tile or 'off'}): {n}" for r in results for n in r.notes
     ]
@@ -477,6 +503,17 @@ def parser() -> argparse.ArgumentParser:
         choices=("off", "on", "both"),
         default="off",
         help="run the UNet through torch.compile (after an untimed warm-up run); both: each case twice",
+    )
+    p.add_argument(
+        "--steps",
+        type=int_list,
+        default=[0],
+        help="sampling steps, comma-separated, each at most the model's trained steps (default 0 = trained)",
+    )
+    p.add_argument(
+        "--baseline-precision",
+        default="fp32",
+        help="precision of the untiled full-step baseline run (default fp32, the exact path)",
     )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--repeat", type=int, default=1, help="runs per configuration; the fastest is reported")

@@ -52,10 +52,10 @@ def test_table_has_every_column_and_the_baseline_row(bench, tiny_folder, capsys)
     assert header.split() == [word for name, _ in bench.COLUMNS for word in name.split()]
     assert set(rule) == {"-", " "}
     cells = rows[0].split()
-    assert cells[:6] == ["tiny-v3", "cpu", "fp32", "16x16", "off", "off"]
+    assert cells[:7] == ["tiny-v3", "cpu", "fp32", "16x16", "off", "off", "4"]
     assert cells[-2:] == ["1.00", "inf"]
-    assert float(cells[6]) == pytest.approx(64 * 64 / 1e6, abs=1e-3)
-    assert cells[8] == "-"  # no warm-up run without --compile
+    assert float(cells[7]) == pytest.approx(64 * 64 / 1e6, abs=1e-3)
+    assert cells[9] == "-"  # no warm-up run without --compile
     assert rows[1].startswith("peak GiB: rss")
 
 
@@ -88,3 +88,25 @@ def test_compile_both_adds_a_compiled_twin_of_every_case_and_one_eager_baseline(
     args = bench.parser().parse_args(["--sizes", "64", "--precisions", "bf16", "--compile", "both"])
     planned = [(c.precision, c.compile) for c in bench.plan_cases(args)]
     assert planned == [("fp32", False), ("bf16", False), ("bf16", True)]
+
+
+def test_fewer_steps_are_timed_against_the_full_step_fp32_run(bench, tiny_folder, capsys):
+    out = _run(bench, capsys, "--model", str(tiny_folder), "--precisions", "fp32", "--steps", "4,2", "--json")
+    full, same, fewer = json.loads(out)
+    assert (full["steps"], full["unet_calls"], full["psnr_db"]) == (4, 4, None)
+    assert (same["steps"], same["psnr_db"]) == (4, None)  # all trained steps: the baseline bit for bit
+    assert (fewer["steps"], fewer["unet_calls"]) == (2, 2)
+    assert math.isfinite(fewer["psnr_db"]) and fewer["row"]["steps"] == 2
+    assert fewer["row"]["s/step"] == pytest.approx(fewer["stages"]["denoise"] / 2)
+
+
+def test_steps_plan_one_full_step_baseline(bench):
+    args = bench.parser().parse_args(["--sizes", "64", "--precisions", "bf16", "--steps", "15,5"])
+    planned = [(c.precision, c.steps) for c in bench.plan_cases(args)]
+    assert planned == [("fp32", 0), ("bf16", 15), ("bf16", 5)]
+
+
+def test_a_bf16_baseline_is_the_full_step_bf16_case_itself(bench):
+    args = ["--sizes", "64", "--precisions", "bf16", "--steps", "0,5", "--baseline-precision", "bf16"]
+    planned = [(c.precision, c.steps) for c in bench.plan_cases(bench.parser().parse_args(args))]
+    assert planned == [("bf16", 0), ("bf16", 5)]

@@ -24,8 +24,9 @@ from typer.testing import CliRunner
 import corpus
 from resshift_cli import __version__, locations
 from resshift_cli.cli import app
-from resshift_cli.cli.options import OutputFormat, Precision
+from resshift_cli.cli.options import ColorFixChoice, OutputFormat, Precision
 from resshift_cli.cli.upscale import ProgressBars
+from resshift_cli.colorfix import COLOR_FIXES
 from resshift_cli.devices import PRECISIONS, cpu_has_native_bf16
 from resshift_cli.images import FORMATS
 from resshift_cli.manifest import write_manifest
@@ -217,7 +218,11 @@ def test_a_model_that_cannot_load_is_reported_once_after_inputs_are_read(tmp_pat
     [
         (["--skip-existing", "--overwrite"], "exclude each other"),
         (["--tile", "100"], "multiple of 64"),
-        (["--tile", "64", "--tile-overlap", "64"], "must be smaller than --tile"),
+        (["--tile", "64", "--tile-overlap", "64"], "use 0 to 63, or leave it at auto (16)"),
+        (["--tile", "128", "--tile-overlap", "200", "--official-tiling"], "use 0 to 127"),
+        (["--tile-overlap", "lots"], "must be auto or a whole number"),
+        (["--steps", "0"], "Invalid value for '--steps'"),
+        (["--color-fix", "sepia"], "Invalid value for '--color-fix'"),
         (["--bit-depth", "12"], "must be 8 or 16"),
         (["--bit-depth", "16", "--format", "jpg"], "JPG holds 8 bits"),
         (["--format", "gif"], "Invalid value for '--format'"),
@@ -386,6 +391,49 @@ def test_batch_usage_errors(tmp_path: Path) -> None:
     assert invoke("batch", tmp_path / "absent", "-o", tmp_path / "out").exit_code == 2
 
 
+# -- steps, colour fix and tiles -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["upscale", "batch"])
+@pytest.mark.parametrize("tile", [64, 128])
+def test_small_tiles_work_without_an_overlap(
+    tmp_path: Path, model_dir: Path, command: str, tile: int
+) -> None:
+    """The overlap follows the tile (a quarter) and is recorded; --steps and --color-fix are recorded too."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    image = corpus.write_png(folder, "a.png", corpus.sample_pixels())
+    target = [image, "-o", tmp_path / "a.png"] if command == "upscale" else [folder, "-o", tmp_path / "out"]
+    extra = ["--steps", 1, "--color-fix", "adain", "--json"]
+    result = invoke(command, *target, "--tile", tile, "-m", model_dir, *CPU, *extra)
+    assert result.exit_code == 0, result.stderr
+    (record,) = records(result.stdout)
+    assert record["tiling"] == f"tile {tile}, overlap {tile // 4}"
+    assert (record["steps"], record["color_fix"]) == (1, "adain")
+    text = opened(Path(record["output"])).info
+    assert (text["resshift:steps"], text["resshift:color_fix"]) == ("1", "adain")
+
+
+@pytest.mark.slow
+def test_fewer_steps_on_several_tiles_with_the_wavelet_fix(tmp_path: Path, model_dir: Path) -> None:
+    """A 20×100 photo on 64-pixel tiles: three tiles on the padded 64×128 canvas, one step, wavelet fix."""
+    photo = corpus.write_png(tmp_path, "wide.png", corpus.sample_pixels(3, 8, 20, 100, seed=3))
+    args = ["--steps", 1, "--color-fix", "wavelet", "--tile", 64, "--json"]
+    result = invoke("upscale", photo, "-o", tmp_path / "wide_x4.png", "-m", model_dir, *CPU, *args)
+    assert result.exit_code == 0, result.stderr
+    (record,) = records(result.stdout)
+    assert record["tiling"] == "tile 64, overlap 16" and record["color_fix"] == "wavelet"
+    assert (record["width"], record["height"], record["steps"]) == (400, 80, 1)
+
+
+def test_more_steps_than_trained_is_one_usage_line_after_loading(tmp_path: Path, model_dir: Path) -> None:
+    image = corpus.write_png(tmp_path, "a.png", corpus.sample_pixels())
+    result = invoke("upscale", image, "-m", model_dir, *CPU, "--steps", 5)
+    assert result.exit_code == 2
+    assert result.stderr == "error: --steps must be between 1 and the model's 4 trained steps, got 5\n"
+    assert all_files(tmp_path) == {"a.png"}
+
+
 # -- a pipeline and Ctrl-C, as real processes ------------------------------------------------------------
 
 
@@ -443,6 +491,7 @@ def test_upscale_reproduces_the_official_output(tmp_path: Path, golden_dir: Path
 def test_option_choices_match_the_library() -> None:
     assert [p.value for p in Precision] == list(PRECISIONS)
     assert {f.value for f in OutputFormat} == set(FORMATS.values())
+    assert tuple(c.value for c in ColorFixChoice) == COLOR_FIXES
 
 
 # -- progress and doctor ----------------------------------------------------------------------------------

@@ -256,7 +256,7 @@ def test_sixteen_bits_are_refused_for_eight_bit_formats_before_any_work() -> Non
 
 
 def test_json_record_has_the_documented_fields() -> None:
-    made = Provenance("realsr-v3", 7, 2.0, "tile 256, overlap 64", "fp16", "cuda", "1.2.3")
+    made = Provenance("realsr-v3", 7, 2.0, "tile 256, overlap 64", "fp16", "cuda", "1.2.3", 2, "wavelet")
     record = json.loads(Record("a.png", "a_x2.png", "ok", None, 1.23456, (40, 30), made).to_json())
     assert record == {
         "input": "a.png",
@@ -273,6 +273,8 @@ def test_json_record_has_the_documented_fields() -> None:
         "precision": "fp16",
         "device": "cuda",
         "version": "1.2.3",
+        "steps": 2,
+        "color_fix": "wavelet",
     }
     failed = json.loads(Record("-", "-", "failed", "<stdin>: empty file").to_json())
     assert failed["error"] == "<stdin>: empty file" and failed["width"] is None and "model" not in failed
@@ -291,6 +293,7 @@ def test_provenance_text_names_the_tool_and_the_settings() -> None:
 def test_tiling_description() -> None:
     assert describe_tiling(UpscaleOptions(tile=0)) == "none"
     assert describe_tiling(UpscaleOptions(tile=128, tile_overlap=32)) == "tile 128, overlap 32"
+    assert describe_tiling(UpscaleOptions(tile=64)) == "tile 64, overlap 16"  # automatic: a quarter
     assert describe_tiling(UpscaleOptions(official_tiling=True)).startswith("official, tile 256")
 
 

@@ -49,6 +49,35 @@ def test_untiled_end_to_end_matches_official(models, case: str) -> None:
     assert_images_match(out, ref["out_uint8"])
 
 
+RESPACED = ["sample_v3_64x64_steps2", "sample_v1_64x64_steps5", "sample_v1_72x100_steps8"]
+
+
+@pytest.mark.parametrize(
+    "case", [RESPACED[0], *(pytest.param(case, marks=pytest.mark.slow) for case in RESPACED[1:])]
+)
+def test_respaced_end_to_end_matches_official(models, case: str) -> None:
+    """--steps N: the official image, and the network called with the kept original indices in order."""
+    ref, meta = golden_case(case)
+    model = models[meta["version"]]
+    seen: list[int] = []
+    hook = model.unet.register_forward_pre_hook(lambda _m, args: seen.append(int(args[1][0])))
+    try:
+        options = UpscaleOptions(seed=int(meta["seed"]), steps=int(meta["steps"]))
+        out = upscale_tensor(model, ref["lr"] * 0.5 + 0.5, options)
+    finally:
+        hook.remove()
+    assert seen == [int(ref[f"unet{k}.t"]) for k in range(int(meta["steps"]))]
+    assert seen == sorted(map(int, meta["kept_steps"].split(",")), reverse=True)
+    assert ((out * 2 - 1) - ref["out_m11"]).abs().mean() < 2e-5
+    assert_images_match(out, ref["out_uint8"])
+
+
+def test_all_trained_steps_is_the_default_bit_for_bit(models) -> None:
+    lr = torch.rand(1, 3, 20, 28, generator=torch.Generator().manual_seed(5))
+    default = upscale_tensor(models["v3"], lr, UpscaleOptions(seed=3))
+    assert torch.equal(upscale_tensor(models["v3"], lr, UpscaleOptions(seed=3, steps=4)), default)
+
+
 def test_padded_latent_matches_official(models) -> None:
     ref, _ = golden_case("sample_v3_72x100")
     y = pad_to_multiple(to_signed(ref["lr"] * 0.5 + 0.5), 64)

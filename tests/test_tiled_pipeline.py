@@ -1,11 +1,20 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 from resshift_cli.errors import DeviceError
-from resshift_cli.pipeline import Progress, UpscaleOptions, plan, smaller_tile, upscale_tensor
+from resshift_cli.pipeline import (
+    Progress,
+    UpscaleOptions,
+    _after_out_of_memory,
+    plan,
+    smaller_tile,
+    upscale_tensor,
+)
 from test_pipeline import assert_images_match
 from tiny import golden_case, tiny_model
 
@@ -60,6 +69,41 @@ def test_tile_batch_does_not_change_the_result(model) -> None:
     one = upscale_tensor(model, lr, UpscaleOptions(tile=64, tile_overlap=0, tile_batch=1))
     two = upscale_tensor(model, lr, UpscaleOptions(tile=64, tile_overlap=0, tile_batch=2))
     assert psnr(one, two) > 35  # batched convolutions round differently; no other change
+
+
+@pytest.mark.parametrize(("official", "calls"), [(False, [2, 2, 2, 0, 0, 0]), (True, [2, 0, 2, 0])])
+def test_fewer_steps_work_with_every_tiling_mode(model, official: bool, calls: list[int]) -> None:
+    """--steps 2 of 4 on tiles with the automatic overlap: shared-latent tiles see every kept index once per
+    step (3 tiles on the padded 64×128 canvas), the official chop runs each patch's own 2-step chain."""
+    lr = torch.rand(1, 3, 40, 100, generator=torch.Generator().manual_seed(1))
+    seen: list[int] = []
+    events: list[Progress] = []
+    hook = model.unet.register_forward_pre_hook(lambda _m, args: seen.append(int(args[1][0])))
+    try:
+        options = UpscaleOptions(tile=64, steps=2, official_tiling=official)
+        out = upscale_tensor(model, lr, options, events.append)
+    finally:
+        hook.remove()
+    assert seen == calls
+    assert out.shape == (1, 3, 160, 400) and torch.isfinite(out).all()
+    last = [e for e in events if e.stage == ("tiles" if official else "denoise")][-1]
+    assert last.done == last.total == (2 if official else 2 * 3)
+
+
+def test_automatic_overlap_is_a_quarter_of_the_tile() -> None:
+    assert [UpscaleOptions(tile=tile).overlap for tile in (256, 128, 64)] == [64, 32, 16]
+    assert UpscaleOptions(tile=128, tile_overlap=0).overlap == 0
+    starts = sorted({t.left for t in plan(64, 320, UpscaleOptions(tile=64))})
+    assert len(starts) == 7 and starts[-1] == 256  # the fewest 64-wide tiles overlapping by >= 16
+    assert all(0 < b - a <= 64 - 16 for a, b in itertools.pairwise(starts))
+
+
+def test_an_overlap_that_no_longer_fits_the_halved_tile_becomes_automatic() -> None:
+    y = torch.zeros(1, 3, 512, 512)
+    kept = _after_out_of_memory(UpscaleOptions(tile=256, tile_overlap=32), y, torch.device("cuda"), print)
+    assert (kept.tile, kept.overlap) == (128, 32)
+    auto = _after_out_of_memory(UpscaleOptions(tile=128, tile_overlap=64), y, torch.device("cuda"), print)
+    assert (auto.tile, auto.tile_overlap, auto.overlap) == (64, None, 16)
 
 
 def test_plan_snaps_tiles_to_the_padded_canvas() -> None:

@@ -34,7 +34,7 @@ from resshift_cli.images import (
     write_picture,
 )
 from resshift_cli.loading import LoadedModel
-from resshift_cli.pipeline import Progress, ProgressCallback, UpscaleOptions, upscale_picture
+from resshift_cli.pipeline import Progress, ProgressCallback, UpscaleOptions, schedule_for, upscale_picture
 
 STDIO = "-"
 """Stands for stdin as an input and for stdout as an output."""
@@ -100,6 +100,9 @@ class Provenance:
     precision: str
     device: str
     version: str = __version__
+    steps: int | None = None
+    """Sampling steps taken (the model's trained steps unless --steps); None where unknown."""
+    color_fix: str = "none"
 
     def text(self) -> dict[str, str]:
         """PNG text chunks; "Software" also becomes the EXIF Software tag of every format."""
@@ -121,6 +124,8 @@ class Provenance:
             "precision": self.precision,
             "device": self.device,
             "version": self.version,
+            **({"steps": self.steps} if self.steps is not None else {}),
+            "color_fix": self.color_fix,
         }
 
 
@@ -390,7 +395,7 @@ def describe_tiling(options: UpscaleOptions) -> str:
     """ "none" | "tile 256, overlap 64" | "official, tile 256, overlap 64"."""
     if options.tile == 0:
         return "none"
-    tiles = f"tile {options.tile}, overlap {options.tile_overlap}"
+    tiles = f"tile {options.tile}, overlap {options.overlap}"
     return f"official, {tiles}" if options.official_tiling else tiles
 
 
@@ -403,6 +408,8 @@ def provenance(model: LoadedModel, settings: Settings) -> Provenance:
         tiling=describe_tiling(settings.options),
         precision=_PRECISION_NAMES.get(settings.options.dtype, str(settings.options.dtype)),
         device=device.type,
+        steps=schedule_for(model, settings.options).steps,
+        color_fix=settings.options.color_fix,
     )
 
 
@@ -473,7 +480,8 @@ def run_job(
 ) -> Record:
     """Read, upscale and write one input; every problem of this input becomes a failed Record.
 
-    Errors of the model itself (it cannot be fetched or loaded) are raised: they concern every input.
+    Errors of the model itself (it cannot be fetched or loaded, or has fewer steps than --steps) are raised:
+    they concern every input.
     `notice` hears about retries, prefixed with the input's name.
     """
     started = time.perf_counter()
@@ -486,6 +494,7 @@ def run_job(
     except Exception as err:
         return _failure(job, err, started)
     loaded = model.get()
+    schedule_for(loaded, settings.options)  # --steps beyond the model's trained steps concerns every input
     try:
         told = None if notice is None else lambda message: notice(f"{job.input_name}: {message}")
         result = upscale_to_scale(loaded, picture, settings.scale, settings.options, progress, told)

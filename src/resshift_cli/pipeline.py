@@ -9,18 +9,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from resshift_cli.colorfix import ColorFix, fix_colors
 from resshift_cli.devices import autocast, generator, memory_format
 from resshift_cli.errors import DeviceError, first_line
 from resshift_cli.images import Picture, model_rgb, with_pixels
 from resshift_cli.loading import LoadedModel
 from resshift_cli.progress import Progress, ProgressCallback
 from resshift_cli.sampler import Denoiser, sample
-from resshift_cli.schedule import make_schedule
+from resshift_cli.schedule import Schedule, make_schedule, respace
 from resshift_cli.tiling import Tile, official_tiles, plan_tiles, tiled_map
 
 DEFAULT_SEED = 12345
 DEFAULT_TILE = 256
-DEFAULT_TILE_OVERLAP = 64
+OVERLAP_FRACTION = 4
+"""The automatic tile overlap is a quarter of the tile (64 at 256, 16 at 64), the official chop's ratio."""
 DEFAULT_TILE_BATCH = 0
 MIN_TILE = 64
 VAE_TILE = 128
@@ -36,17 +38,26 @@ class UpscaleOptions:
 
     seed: noise seed (CPU generator). dtype: autocast dtype (float32 = the exact path).
     tile: tile side in LR pixels, a multiple of 64, or 0 for the whole image at once.
-    tile_overlap: LR pixels shared by neighbouring tiles. tile_batch: denoiser tiles per network call
-    (0 = `tile_batch_for(device)`).
+    tile_overlap: LR pixels shared by neighbouring tiles, None = a quarter of the tile (`overlap`).
+    tile_batch: denoiser tiles per network call (0 = `tile_batch_for(device)`).
     official_tiling: reproduce the official script's chop (independent chains, equal-weight average).
+    steps: sampling steps, 1 … the model's trained steps (respaced, `schedule.respace`); None = trained.
+    color_fix: "none", "wavelet" or "adain" (`colorfix`), applied to the result against the bicubic input.
     """
 
     seed: int = DEFAULT_SEED
     dtype: torch.dtype = torch.float32
     tile: int = DEFAULT_TILE
-    tile_overlap: int = DEFAULT_TILE_OVERLAP
+    tile_overlap: int | None = None
     tile_batch: int = DEFAULT_TILE_BATCH
     official_tiling: bool = False
+    steps: int | None = None
+    color_fix: ColorFix = "none"
+
+    @property
+    def overlap(self) -> int:
+        """The tile overlap in LR pixels: `tile_overlap`, or a quarter of the tile when that is None."""
+        return self.tile // OVERLAP_FRACTION if self.tile_overlap is None else self.tile_overlap
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
@@ -106,25 +117,33 @@ def decode_latent(
     return _vae_map(decode, z_q, model.scale, tiled, report)
 
 
+def schedule_for(model: LoadedModel, options: UpscaleOptions) -> Schedule:
+    """The model's trained schedule, respaced to `options.steps` when given (UsageError beyond 1 … T)."""
+    schedule = make_schedule(model.config.diffusion)
+    return schedule if options.steps is None else respace(schedule, options.steps)
+
+
 def _denoiser(
     model: LoadedModel,
     lq: Tensor,
     tiles: list[Tile],
     options: UpscaleOptions,
+    schedule: Schedule,
     progress: ProgressCallback | None,
 ) -> Denoiser:
     """x̂₀ = f_θ(x_in, t, y) on the whole latent canvas, on overlapping tiles blended with smooth weights.
 
-    Progress counts (step, tile) pairs: `steps · len(tiles)` in all.
+    Progress counts (step, tile) pairs: `schedule.steps · len(tiles)` in all.
     """
-    steps = model.config.diffusion.steps
+    steps = schedule.steps
+    position = {int(t): i for i, t in enumerate(schedule.timesteps)}
 
     def report(i: int, done: int) -> None:
         if progress is not None:
             progress(Progress("denoise", (steps - 1 - i) * len(tiles) + done, steps * len(tiles)))
 
     def denoise(x: Tensor, t: Tensor) -> Tensor:
-        i = int(t[0])
+        i = position[int(t[0])]
         if len(tiles) == 1:
             x0 = model.denoise(x, t, lq)
             report(i, 1)
@@ -165,7 +184,7 @@ def plan(height: int, width: int, options: UpscaleOptions) -> list[Tile]:
     """Tiles on the padded LR/latent canvas (sides multiples of 64); one tile when tiling is off."""
     if options.tile == 0 or (height <= options.tile and width <= options.tile):
         return [Tile(0, 0, height, width)]
-    return plan_tiles(height, width, options.tile, options.tile_overlap)
+    return plan_tiles(height, width, options.tile, options.overlap)
 
 
 def _reporter(progress: ProgressCallback | None, stage: str) -> Callable[[int, int], None] | None:
@@ -188,9 +207,10 @@ def _upscale(
     y_p = pad_to_multiple(y, model.config.unet.lq_size)
     tiles = plan(*y_p.shape[-2:], options)
     tiled = len(tiles) > 1
-    schedule = make_schedule(model.config.diffusion)
+    schedule = schedule_for(model, options)
     z_y = _vae_map(lambda lr: encode_lr(model, lr), y_p, 1, tiled, _reporter(progress, "encode"))
-    z_0 = sample(_denoiser(model, y_p, tiles, options, progress), z_y, schedule, generator(options.seed))
+    denoise = _denoiser(model, y_p, tiles, options, schedule, progress)
+    z_0 = sample(denoise, z_y, schedule, generator(options.seed))
     image = decode_latent(model, z_0, tiled, _reporter(progress, "decode"))
     return image[..., : model.scale * height, : model.scale * width]
 
@@ -204,7 +224,7 @@ def _official_chop(
     if options.tile == 0:
         return _upscale(model, y, options, progress).clamp(-1, 1)
     rng = generator(options.seed)
-    schedule = make_schedule(model.config.diffusion)
+    schedule = schedule_for(model, options)
 
     def chain(patch: Tensor) -> Tensor:
         padded = pad_to_multiple(patch, model.config.unet.lq_size)
@@ -212,7 +232,7 @@ def _official_chop(
         image = decode_latent(model, z_0)
         return image[..., : model.scale * patch.shape[-2], : model.scale * patch.shape[-1]].clamp(-1, 1)
 
-    tiles = official_tiles(*y.shape[-2:], options.tile, options.tile - options.tile_overlap)
+    tiles = official_tiles(*y.shape[-2:], options.tile, options.tile - options.overlap)
     return tiled_map(chain, y, tiles, model.scale, weights="uniform", on_batch=_reporter(progress, "tiles"))
 
 
@@ -253,12 +273,14 @@ def upscale_tensor(
 ) -> Tensor:
     """Super-resolve (1, 3, H, W) RGB in [0, 1] → (1, 3, s·H, s·W) in [0, 1] on the model's device.
 
+    The result is colour-corrected against the bicubic ×s of `lr` as `options.color_fix` says.
     On a CUDA/MPS out-of-memory error the tile is halved and the image retried (down to 64 LR pixels);
     a non-finite result in reduced precision is retried in float32; when torch.compile fails, the model
     goes back to eager mode and the image is retried. `notice` is told about each retry.
     """
     device = next(model.unet.parameters()).device
-    y = to_signed(lr.to(device, torch.float32))
+    lr = lr.to(device, torch.float32)
+    y = to_signed(lr)
     say = notice or (lambda _message: None)
     while True:
         try:
@@ -273,7 +295,8 @@ def upscale_tensor(
             options = _after_out_of_memory(options, y, device, say)
             continue
         if options.dtype == torch.float32 or torch.isfinite(out).all():
-            return out
+            upsample = lambda x: bicubic_upsample(x, model.scale)  # noqa: E731
+            return fix_colors(out, lr, options.color_fix, upsample, model.scale)
         say(f"non-finite values in {str(options.dtype).removeprefix('torch.')} output; retrying in float32")
         options = replace(options, dtype=torch.float32)
 
@@ -281,14 +304,18 @@ def upscale_tensor(
 def _after_out_of_memory(
     options: UpscaleOptions, y: Tensor, device: torch.device, say: Callable[[str], None]
 ) -> UpscaleOptions:
-    """The options for the next try after running out of device memory, or a `DeviceError`."""
+    """The options for the next try after running out of device memory, or a `DeviceError`.
+
+    The tile halves; an explicit overlap that no longer fits it becomes the automatic quarter of the tile.
+    """
     if options.tile == MIN_TILE:
         raise DeviceError(f"out of memory on {device} even with {MIN_TILE}-pixel tiles; try --device cpu")
     tile = smaller_tile(options, *y.shape[-2:])
     say(f"out of memory on {device} with tile {options.tile or 'off'}; retrying with --tile {tile}")
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return replace(options, tile=tile)
+    fits = options.tile_overlap is None or options.tile_overlap < tile
+    return replace(options, tile=tile, tile_overlap=options.tile_overlap if fits else None)
 
 
 def upscale_picture(

@@ -16,12 +16,12 @@ from torch import Tensor
 from resshift_cli.schedule import Schedule
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
-"""(x_in (B, C, h, w) scaled x_t, t (B,) int64 step index) → x̂₀ (B, C, h, w)."""
+"""(x_in (B, C, h, w) scaled x_t, t (B,) int64 trained step index) → x̂₀ (B, C, h, w)."""
 
 
 @dataclass(frozen=True)
 class StepInfo:
-    """What the sampler reports after each step: index i (T−1 … 0) and the current latents."""
+    """What the sampler reports after each step: schedule index i (N−1 … 0) and the latents."""
 
     i: int
     steps: int
@@ -43,7 +43,7 @@ def draw_noise(shape: torch.Size, generator: torch.Generator, device: torch.devi
 
 
 def prior_sample(y0: Tensor, schedule: Schedule, noise: Tensor) -> Tensor:
-    """x_T = y₀ + κ√η_T ε (paper Eq. 9); κ√η_T is the float64 product cast to float32."""
+    """x_T = y₀ + κ√η_T ε (paper Eq. 9), η_T the schedule's last (largest kept) η; κ√η_T cast to float32."""
     coefficient = schedule.kappa * schedule.sqrt_etas
     return y0 + _f32(coefficient, schedule.steps - 1, y0.device) * noise
 
@@ -77,13 +77,14 @@ def sample(
 ) -> Tensor:
     """Run the chain from x_T to x₀ for the encoded LR latent y₀ (B, C, h, w); returns x₀ (B, C, h, w).
 
-    Noise contract: one draw of y₀'s shape for the prior, then one per step T−1 … 0 (the last is unused),
+    Step i calls the network with the trained index `schedule.timesteps[i]` (i itself unless respaced).
+    Noise contract: one draw of y₀'s shape for the prior, then one per step N−1 … 0 (the last is unused),
     all from `generator` on the CPU.
     """
     device = y0.device
     x = prior_sample(y0, schedule, draw_noise(y0.shape, generator, device))
     for i in reversed(range(schedule.steps)):
-        t = torch.full((y0.shape[0],), i, dtype=torch.int64, device=device)
+        t = torch.full((y0.shape[0],), int(schedule.timesteps[i]), dtype=torch.int64, device=device)
         x0 = denoise(scale_input(x, schedule, i), t).float()
         x = posterior_step(x, x0, schedule, i, draw_noise(y0.shape, generator, device))
         if callback is not None:

@@ -28,6 +28,14 @@ class OutputFormat(str, Enum):
     tiff = "tiff"
 
 
+class ColorFixChoice(str, Enum):
+    """Colour corrections of the result (`resshift_cli.colorfix`)."""
+
+    none = "none"
+    wavelet = "wavelet"
+    adain = "adain"
+
+
 class Precision(str, Enum):
     """Autocast precision of the networks (`auto`: see `devices.resolve_precision`)."""
 
@@ -35,6 +43,21 @@ class Precision(str, Enum):
     fp32 = "fp32"
     fp16 = "fp16"
     bf16 = "bf16"
+
+
+AUTO = "auto"
+
+
+def _check_overlap(value: str) -> str:
+    """`auto` or a whole number of pixels >= 0, kept as text; `overlap_pixels` turns it into an int."""
+    if value != AUTO and not (value.isdigit() and value.isascii()):
+        raise typer.BadParameter(f"must be auto or a whole number >= 0, got {value!r}")
+    return value
+
+
+def overlap_pixels(value: str) -> int | None:
+    """The --tile-overlap value as pixels, None for auto (a quarter of the tile)."""
+    return None if value == AUTO else int(value)
 
 
 def _check_bit_depth(value: int | None) -> int | None:
@@ -151,11 +174,12 @@ Tile = Annotated[
     ),
 ]
 TileOverlap = Annotated[
-    int,
+    str,
     typer.Option(
         "--tile-overlap",
-        min=0,
-        help="Input pixels shared by neighbouring tiles.",
+        callback=_check_overlap,
+        metavar="N|auto",
+        help="Input pixels shared by neighbouring tiles; auto: a quarter of the tile (64 at 256).",
         rich_help_panel=TILING_PANEL,
     ),
 ]
@@ -174,6 +198,27 @@ OfficialTiling = Annotated[
         "--official-tiling",
         help="Reproduce the official script's tiling (independent chains, equal-weight average).",
         rich_help_panel=TILING_PANEL,
+    ),
+]
+Steps = Annotated[
+    int | None,
+    typer.Option(
+        "--steps",
+        min=1,
+        help="Sampling steps, at most the model's trained steps (realsr-v1/v2: 15, realsr-v3/bicsr: 4):"
+        " fewer is faster and softer (official timestep respacing). Default: the trained steps.",
+        show_default=False,
+        rich_help_panel=MODEL_PANEL,
+    ),
+]
+ColorFix = Annotated[
+    ColorFixChoice,
+    typer.Option(
+        "--color-fix",
+        help="Pull the result's colours back to the input's: wavelet keeps the result's detail and takes"
+        " the bicubic input's low frequencies; adain matches each channel's mean and spread. none ="
+        " the model's output as is.",
+        rich_help_panel=MODEL_PANEL,
     ),
 ]
 Device = Annotated[

@@ -28,7 +28,10 @@ from resshift_cli.cache import resolve_model
 from resshift_cli.cli.downloads import download_progress
 from resshift_cli.cli.errors import EXIT_INTERRUPTED, debug_enabled, error_line, reports_errors, set_debug
 from resshift_cli.cli.options import (
+    AUTO,
     BitDepth,
+    ColorFix,
+    ColorFixChoice,
     Compile,
     Debug,
     Device,
@@ -52,10 +55,12 @@ from resshift_cli.cli.options import (
     Scale,
     Seed,
     SkipExisting,
+    Steps,
     Suffix,
     Tile,
     TileBatch,
     TileOverlap,
+    overlap_pixels,
 )
 from resshift_cli.devices import configure_threads, resolve_device, resolve_precision
 from resshift_cli.errors import UsageError
@@ -77,7 +82,7 @@ from resshift_cli.pipeline import (
     DEFAULT_SEED,
     DEFAULT_TILE,
     DEFAULT_TILE_BATCH,
-    DEFAULT_TILE_OVERLAP,
+    OVERLAP_FRACTION,
     Progress,
     ProgressCallback,
     UpscaleOptions,
@@ -146,11 +151,15 @@ class ProgressBars:
             self.bars.start()
 
 
-def _check_tiling(tile: int, tile_overlap: int) -> None:
+def _check_tiling(tile: int, tile_overlap: int | None) -> None:
+    """--tile a multiple of 64; an explicit --tile-overlap from 0 to tile − 1 (None = auto always fits)."""
     if tile % TILE_MULTIPLE:
         raise UsageError(f"--tile must be 0 or a multiple of {TILE_MULTIPLE}, got {tile}")
-    if tile and tile_overlap >= tile:
-        raise UsageError(f"--tile-overlap ({tile_overlap}) must be smaller than --tile ({tile})")
+    if tile and tile_overlap is not None and tile_overlap >= tile:
+        raise UsageError(
+            f"--tile-overlap {tile_overlap} does not fit --tile {tile}: use 0 to {tile - 1},"
+            f" or leave it at auto ({tile // OVERLAP_FRACTION})"
+        )
 
 
 def _existing_policy(skip_existing: bool, overwrite: bool) -> Existing:
@@ -274,9 +283,11 @@ class Shared:
     scale: float
     seed: int
     tile: int
-    tile_overlap: int
+    tile_overlap: str
     tile_batch: int
     official_tiling: bool
+    steps: int | None
+    color_fix: ColorFixChoice
     device: str
     precision: Precision
     compiled: bool
@@ -294,14 +305,17 @@ class Shared:
 
     def settings(self, dtype: torch.dtype) -> Settings:
         """Checked settings: tiling sizes, --skip-existing/--overwrite, the resolved precision."""
-        _check_tiling(self.tile, self.tile_overlap)
+        overlap = overlap_pixels(self.tile_overlap)
+        _check_tiling(self.tile, overlap)
         options = UpscaleOptions(
             seed=self.seed,
             dtype=dtype,
             tile=self.tile,
-            tile_overlap=self.tile_overlap,
+            tile_overlap=overlap,
             tile_batch=self.tile_batch,
             official_tiling=self.official_tiling,
+            steps=self.steps,
+            color_fix=self.color_fix.value,
         )
         return Settings(
             scale=self.scale,
@@ -333,8 +347,10 @@ def upscale(
     model: Model = registry.DEFAULT_MODEL,
     scale: Scale = 4,
     seed: Seed = DEFAULT_SEED,
+    steps: Steps = None,
+    color_fix: ColorFix = ColorFixChoice.none,
     tile: Tile = DEFAULT_TILE,
-    tile_overlap: TileOverlap = DEFAULT_TILE_OVERLAP,
+    tile_overlap: TileOverlap = AUTO,
     tile_batch: TileBatch = DEFAULT_TILE_BATCH,
     official_tiling: OfficialTiling = False,
     device: Device = "auto",
@@ -370,8 +386,10 @@ def batch(
     model: Model = registry.DEFAULT_MODEL,
     scale: Scale = 4,
     seed: Seed = DEFAULT_SEED,
+    steps: Steps = None,
+    color_fix: ColorFix = ColorFixChoice.none,
     tile: Tile = DEFAULT_TILE,
-    tile_overlap: TileOverlap = DEFAULT_TILE_OVERLAP,
+    tile_overlap: TileOverlap = AUTO,
     tile_batch: TileBatch = DEFAULT_TILE_BATCH,
     official_tiling: OfficialTiling = False,
     device: Device = "auto",
