@@ -51,7 +51,8 @@ class BlurSettings:
 
 @dataclass(frozen=True)
 class NoiseSettings:
-    """Gaussian noise (σ in 8-bit levels) with `gaussian_prob`, else Poisson (scale); gray with `gray_prob`."""
+    """Gaussian noise (σ in 8-bit levels) with `gaussian_prob`, else Poisson (`poisson_scale`); the same
+    noise in every channel with `gray_prob`."""
 
     gaussian_prob: float
     sigma: tuple[float, float]
@@ -224,7 +225,7 @@ class ResizeDraw:
 
 @dataclass(frozen=True)
 class NoiseDraw:
-    """"gaussian" (amount = σ in 8-bit levels) or "poisson" (amount = scale); gray or per channel."""
+    """ "gaussian" (amount = σ in 8-bit levels) or "poisson" (amount = scale); gray or per channel."""
 
     kind: str
     amount: float
@@ -463,7 +464,9 @@ def bicubic(hr: Tensor, scale: int = 4) -> Tensor:
 
 
 def degrade(hr: Tensor, kind: str, generator: torch.Generator, scale: int = 4) -> Tensor:
-    """(3, H, W) in [0, 1], H and W multiples of `scale` → (3, H/scale, W/scale) LR in [0, 1], 8-bit levels."""
+    """(3, H, W) in [0, 1], H and W multiples of `scale` → (3, H/scale, W/scale) LR in [0, 1], 8-bit levels.
+
+    kind: "realesrgan" (second-order pipeline drawn from `generator`) or "bicubic" (Matlab ×1/scale)."""
     if hr.ndim != 3 or hr.shape[0] != 3:
         raise UsageError(f"expected a (3, H, W) image, got shape {tuple(hr.shape)}")
     if hr.shape[-2] % scale or hr.shape[-1] % scale or min(hr.shape[-2:]) < scale:
