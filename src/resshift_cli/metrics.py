@@ -129,7 +129,9 @@ def _refuse_connection(*_args: object, **_kwargs: object) -> None:
 
 @contextlib.contextmanager
 def no_network() -> Iterator[None]:
-    """Every socket connection fails at once, and Hugging Face libraries run offline, inside the block."""
+    """Every socket connection fails at once, and Hugging Face libraries run offline, inside the block.
+
+    Patches `socket` process-wide for the duration: not for use while other threads need the network."""
     saved = socket.socket.connect, socket.create_connection, os.environ.get("HF_HUB_OFFLINE")
     socket.socket.connect = _refuse_connection  # type: ignore[method-assign,assignment]
     socket.create_connection = _refuse_connection  # type: ignore[assignment]

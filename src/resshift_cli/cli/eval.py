@@ -180,7 +180,7 @@ def _json_number(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
 
 
-def _columns(report: Report, perceptual: Sequence[str]) -> list[str]:
+def _columns(perceptual: Sequence[str]) -> list[str]:
     return ["psnr", "ssim", *perceptual]
 
 
@@ -214,7 +214,7 @@ def _table(title: str, rows: Sequence[dict[str, Any]], keys: Sequence[str], colu
 
 def _print_tables(report: Report, perceptual: Sequence[str], per_image: bool) -> None:
     console = Console(soft_wrap=False)
-    columns = _columns(report, perceptual)
+    columns = _columns(perceptual)
     protocol = f"Y channel (BT.601), {report.crop}-pixel border crop, 8-bit"
     console.print(_table(f"×{report.scale} · {protocol}", _summary_rows(report, perceptual),
                          ["method", "images"], columns))  # fmt: skip
@@ -242,7 +242,7 @@ def _json_report(report: Report, perceptual: Sequence[str], per_image: bool) -> 
 
 def _csv_text(report: Report, perceptual: Sequence[str], per_image: bool) -> str:
     """Mean rows (image "mean") then, with --per-image, one row per image and method."""
-    fields = ["method", "image", "images", *_columns(report, perceptual)]
+    fields = ["method", "image", "images", *_columns(perceptual)]
     rows = [row | {"image": "mean"} for row in _summary_rows(report, perceptual)]
     if per_image:
         rows += [row | {"images": 1} for row in _image_rows(report, perceptual)]
