@@ -11,7 +11,9 @@ architecture with random weights (`bench.random_model`).
     python benchmarks/lite_arch.py                        # every candidate, batch 8 of 64×64 LR crops
     python benchmarks/lite_arch.py --candidates c64-1222 --train-steps 5 --reference none
 
-Single runs on a shared machine are noisy: compare rows measured together, and repeat a close call.
+Times are CPU seconds of this process (`time.process_time`), which other processes on a shared machine
+disturb far less than wall-clock time; run with `--threads 1` (the default here) so that CPU time is the
+time one core needs. Single runs are still noisy: compare rows measured together, repeat a close call.
 """
 
 from __future__ import annotations
@@ -91,7 +93,7 @@ def fp16_folder_mb(model: LoadedModel) -> float:
 
 
 def train_step_seconds(model: LoadedModel, batch: int, lr_size: int, steps: int, dtype: torch.dtype) -> float:
-    """Mean seconds of `steps` training steps (after one untimed warm-up) on random data of the trainer's
+    """Mean CPU seconds of `steps` training steps (after one untimed warm-up) on random data of the trainer's
     shapes: x_t (batch, C, lr_size, lr_size), lq (batch, 3, lr_size, lr_size), t uniform; MSE to z₀."""
     unet = model.unet.train().requires_grad_(True)
     optimiser = torch.optim.AdamW(unet.parameters(), lr=5e-5)
@@ -111,22 +113,22 @@ def train_step_seconds(model: LoadedModel, batch: int, lr_size: int, steps: int,
         optimiser.step()
 
     step()
-    started = time.perf_counter()
+    started = time.process_time()
     for _ in range(steps):
         step()
     unet.eval().requires_grad_(False)
-    return (time.perf_counter() - started) / steps
+    return (time.process_time() - started) / steps
 
 
 def inference_s_per_mp(model: LoadedModel, size: int, dtype: torch.dtype) -> float:
-    """Seconds per output megapixel of one untiled `upscale_tensor` call on a size×size LR image, after one
-    untimed warm-up call (weights cast, allocator warm)."""
+    """CPU seconds per output megapixel of one untiled `upscale_tensor` call on a size×size LR image,
+    after one untimed warm-up call (weights cast, allocator warm)."""
     image = test_image(size)
     options = UpscaleOptions(dtype=dtype, tile=0)
     upscale_tensor(model, image, options)
-    started = time.perf_counter()
+    started = time.process_time()
     out = upscale_tensor(model, image, options)
-    return (time.perf_counter() - started) / (out.shape[-2] * out.shape[-1] / 1e6)
+    return (time.process_time() - started) / (out.shape[-2] * out.shape[-1] / 1e6)
 
 
 def measure(name: str, model: LoadedModel, args: argparse.Namespace, dtype: torch.dtype) -> Row:
@@ -157,10 +159,10 @@ def format_table(rows: Sequence[Row]) -> str:
         "model",
         "UNet M",
         "fp16 MB",
-        "train fp32 s/it",
-        "train bf16 s/it",
-        f"its/{BUDGET_MINUTES} min",
-        "infer s/MP",
+        "train fp32 CPU s/it",
+        "train bf16 CPU s/it",
+        f"its/{BUDGET_MINUTES} min/core",
+        "infer CPU s/MP",
         "x realsr",
     )
     fmt = lambda v, spec: "-" if v is None else spec.format(v)  # noqa: E731
@@ -191,7 +193,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--infer-size", type=int, default=128, help="LR side for inference (default 128; 0 skips)")
     p.add_argument("--precision", default="auto", help="inference precision: auto, fp32, bf16 (default auto)")
     p.add_argument("--reference", default="realsr-v3", help="registry model for the speed-up, or none")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: CPU time = one core)")
     p.add_argument("--json", action="store_true", help="print the rows as JSON instead of a table")
     return p
 

@@ -153,17 +153,18 @@ class ModelConfig:
     autoencoder: FirstStage
     diffusion: DiffusionConfig
 
-    def __post_init__(self) -> None:
+    def check(self, source: str) -> None:
+        """Raise `ModelError` (naming `source`) when the UNet and the autoencoder do not fit together."""
         channels = self.autoencoder.latent_channels
         if (self.unet.in_channels, self.unet.out_channels) != (channels, channels):
-            raise ValueError(
-                f"the UNet's in/out channels ({self.unet.in_channels}/{self.unet.out_channels}) must equal "
-                f"the autoencoder's latent channels ({channels})"
+            raise ModelError(
+                f"{source}: invalid model config (the UNet's in/out channels ({self.unet.in_channels}/"
+                f"{self.unet.out_channels}) must equal the autoencoder's latent channels ({channels}))"
             )
         if self.autoencoder.factor != self.scale:
-            raise ValueError(
-                f"the autoencoder's factor ({self.autoencoder.factor}) must equal the scale ({self.scale}): "
-                "the latent is at LR size"
+            raise ModelError(
+                f"{source}: invalid model config (the autoencoder's factor ({self.autoencoder.factor}) must "
+                f"equal the scale ({self.scale}): the latent is at LR size)"
             )
 
     @property
@@ -191,7 +192,7 @@ class ModelConfig:
                 f"(this resshift-cli reads versions 1 to {FORMAT_VERSION}; upgrade resshift-cli)"
             )
         try:
-            return cls(
+            config = cls(
                 name=str(data["name"]),
                 scale=int(data["scale"]),
                 unet=_build(UNetConfig, data["unet"], source),
@@ -200,6 +201,8 @@ class ModelConfig:
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ModelError(f"{source}: invalid model config ({err})") from None
+        config.check(source)
+        return config
 
     @classmethod
     def read(cls, path: Path) -> ModelConfig:

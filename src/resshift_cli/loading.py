@@ -167,6 +167,7 @@ def check_state_dicts(
     source: str,
 ) -> None:
     """Check both state dicts against the architecture `config` describes (`ModelError` on mismatch)."""
+    config.check(source)
     unet, autoencoder = _meta_networks(config)
     check_state_dict(unet, unet_state, f"{source} (unet)")
     check_state_dict(autoencoder, autoencoder_state, f"{source} (autoencoder)")

@@ -52,13 +52,15 @@ TINY_AUTOENCODER = AutoencoderConfig(ddconfig=DDConfig(ch=32))
 LITE_UNET = UNetConfig(
     in_channels=48,
     out_channels=48,
-    model_channels=64,
+    model_channels=32,
     channel_mult=(1, 2, 2, 4),
-    num_res_blocks=(1, 1, 1, 1),
+    num_res_blocks=(2, 2, 2, 2),
     attention_resolutions=(32, 16, 8),
     swin_embed_dim=64,
 )
-"""The lite denoiser: widths chosen by `benchmarks/lite_arch.py` (README, "Architecture presets")."""
+"""The lite denoiser, 5.2 M parameters (10.4 MB in float16): the tiny model's widths on the 48-channel
+latent, without Swin at the LR-size level. Chosen with `benchmarks/lite_arch.py` (README, "Architecture
+presets"): about 1 CPU-second per training step of 8 × 64² LR crops, 2.7 CPU-seconds per output MP."""
 
 PRESETS: dict[str, Preset] = {
     preset.name: preset
