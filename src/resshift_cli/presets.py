@@ -58,9 +58,10 @@ LITE_UNET = UNetConfig(
     attention_resolutions=(32, 16, 8),
     swin_embed_dim=64,
 )
-"""The lite denoiser, 5.2 M parameters (10.4 MB in float16): the tiny model's widths on the 48-channel
-latent, without Swin at the LR-size level. Chosen with `benchmarks/lite_arch.py` (README, "Architecture
-presets"): about 1 CPU-second per training step of 8 × 64² LR crops, 2.7 CPU-seconds per output MP."""
+"""The lite denoiser, 5.2 M parameters (an 11.2 MB model folder in float16): the tiny model's widths on
+the 48-channel latent, without Swin at the LR-size level. Chosen with `benchmarks/lite_arch.py` (README,
+"Architecture presets"): about 1 CPU-second per training step of 8 × 64² LR crops (bf16), 2.7 CPU-seconds
+per output megapixel."""
 
 PRESETS: dict[str, Preset] = {
     preset.name: preset
