@@ -6,9 +6,11 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
@@ -212,6 +214,17 @@ def test_models_info_verify_and_export_handle_it(tmp_path: Path, model: LoadedMo
     assert hub.verify_folder(exported) == []
     assert {p.name for p in exported.iterdir()} >= {CONFIG_FILE, UNET_FILE, AUTOENCODER_FILE}
     assert load_model(exported).config == model.config
+
+
+def test_resshift_upscale_runs_a_space_to_depth_folder(tmp_path: Path, model: LoadedModel) -> None:
+    folder = tmp_path / "m"
+    write_model_folder(folder, model.config, model.unet.state_dict(), {})
+    photo, output = tmp_path / "in.png", tmp_path / "out.png"
+    Image.fromarray((lr_image(40, 56)[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)).save(photo)
+    options = ["-m", str(folder), "--device", "cpu", "--tile", "64", "--tile-overlap", "16", "-q"]
+    result = CliRunner().invoke(app, ["upscale", str(photo), "-o", str(output), *options])
+    assert result.exit_code == 0, result.stderr
+    assert Image.open(output).size == (224, 160)
 
 
 def test_vq_folders_still_load_unchanged(tmp_path: Path) -> None:
