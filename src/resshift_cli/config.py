@@ -10,13 +10,20 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from resshift_cli.errors import ModelError
 
 FORMAT_NAME = "resshift-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""The newest `format_version` this resshift-cli reads; it reads every older one too.
+
+1: the VQ autoencoder only. 2: adds the autoencoder "kind" (space_to_depth). A config is written with the
+oldest version that describes it, so VQ models stay readable by releases that only know version 1.
+"""
 CONFIG_FILE_NAME = "config.json"
+VQ_KIND = "vq"
+SPACE_TO_DEPTH_KIND = "space_to_depth"
 
 T = TypeVar("T")
 
@@ -69,11 +76,54 @@ class DDConfig:
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
-    """Constructor arguments of the official `VQModelTorch` (docs/official-behaviour.md §5.1)."""
+    """Constructor arguments of the official `VQModelTorch` (docs/official-behaviour.md §5.1).
+
+    The default autoencoder kind: its JSON object has no "kind" key (absent or "vq" both mean this kind), so files stay as before.
+    """
 
     embed_dim: int = 3
     n_embed: int = 8192
     ddconfig: DDConfig = field(default_factory=DDConfig)
+
+    @property
+    def latent_channels(self) -> int:
+        return self.embed_dim
+
+    @property
+    def factor(self) -> int:
+        """Spatial down-sampling factor of the latent (4 for f4)."""
+        return 2 ** (len(self.ddconfig.ch_mult) - 1)
+
+    def summary(self) -> str:
+        return f"autoencoder {self.ddconfig.ch}, codebook {self.n_embed}×{self.embed_dim}"
+
+
+@dataclass(frozen=True)
+class SpaceToDepthConfig:
+    """The exact, parameter-free "autoencoder": pixel unshuffle by `factor` (no weights, no codebook).
+
+    JSON: `{"kind": "space_to_depth", "factor": 4}`; the latent has 3·factor² channels.
+    """
+
+    factor: int = 4
+    kind: Literal["space_to_depth"] = SPACE_TO_DEPTH_KIND
+
+    def __post_init__(self) -> None:
+        if self.kind != SPACE_TO_DEPTH_KIND:
+            raise ValueError(f"kind must be {SPACE_TO_DEPTH_KIND!r}, got {self.kind!r}")
+        if not isinstance(self.factor, int) or self.factor < 1:
+            raise ValueError(f"space_to_depth factor must be a positive integer, got {self.factor!r}")
+
+    @property
+    def latent_channels(self) -> int:
+        return 3 * self.factor**2
+
+    def summary(self) -> str:
+        return f"space-to-depth ×{self.factor} ({self.latent_channels} channels, no weights)"
+
+
+FirstStage = AutoencoderConfig | SpaceToDepthConfig
+"""Any autoencoder kind a model folder may name (the LDM "first stage")."""
 
 
 @dataclass(frozen=True)
@@ -91,18 +141,41 @@ class DiffusionConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything `config.json` of a model folder says."""
+    """Everything `config.json` of a model folder says.
+
+    The UNet's input and output channels must equal the latent's, and the latent must be at LR size
+    (autoencoder factor = scale): the pipeline concatenates the LR image to the latent.
+    """
 
     name: str
     scale: int
     unet: UNetConfig
-    autoencoder: AutoencoderConfig
+    autoencoder: FirstStage
     diffusion: DiffusionConfig
+
+    def check(self, source: str) -> None:
+        """Raise `ModelError` (naming `source`) when the UNet and the autoencoder do not fit together."""
+        channels = self.autoencoder.latent_channels
+        if (self.unet.in_channels, self.unet.out_channels) != (channels, channels):
+            raise ModelError(
+                f"{source}: invalid model config (the UNet's in/out channels ({self.unet.in_channels}/"
+                f"{self.unet.out_channels}) must equal the autoencoder's latent channels ({channels}))"
+            )
+        if self.autoencoder.factor != self.scale:
+            raise ModelError(
+                f"{source}: invalid model config (the autoencoder's factor ({self.autoencoder.factor}) must "
+                f"equal the scale ({self.scale}): the latent is at LR size)"
+            )
+
+    @property
+    def format_version(self) -> int:
+        """The oldest `format_version` that describes this config (1 unless it names an autoencoder kind)."""
+        return 1 if isinstance(self.autoencoder, AutoencoderConfig) else 2
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written to `config.json`."""
         body = dataclasses.asdict(self)
-        return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **body}
+        return {"format": FORMAT_NAME, "format_version": self.format_version, **body}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=1)
@@ -112,23 +185,24 @@ class ModelConfig:
         """Parse and validate a `config.json` object; unknown or missing fields are a `ModelError`."""
         if data.get("format") != FORMAT_NAME:
             raise ModelError(f"{source}: not a resshift model config (format is {data.get('format')!r})")
-        if data.get("format_version") != FORMAT_VERSION:
+        version = data.get("format_version")
+        if not (isinstance(version, int) and 1 <= version <= FORMAT_VERSION):
             raise ModelError(
-                f"{source}: unsupported format_version {data.get('format_version')!r} "
-                f"(this resshift-cli reads version {FORMAT_VERSION}; upgrade resshift-cli)"
+                f"{source}: unsupported format_version {version!r} "
+                f"(this resshift-cli reads versions 1 to {FORMAT_VERSION}; upgrade resshift-cli)"
             )
         try:
-            autoencoder = dict(data["autoencoder"])
-            autoencoder["ddconfig"] = _build(DDConfig, autoencoder.get("ddconfig", {}), source)
-            return cls(
+            config = cls(
                 name=str(data["name"]),
                 scale=int(data["scale"]),
                 unet=_build(UNetConfig, data["unet"], source),
-                autoencoder=_build(AutoencoderConfig, autoencoder, source),
+                autoencoder=_first_stage(data["autoencoder"], source),
                 diffusion=_build(DiffusionConfig, data["diffusion"], source),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise ModelError(f"{source}: invalid model config ({err})") from None
+        config.check(source)
+        return config
 
     @classmethod
     def read(cls, path: Path) -> ModelConfig:
@@ -154,6 +228,21 @@ def _build(kind: type[T], values: Mapping[str, Any], source: str) -> T:
     return kind(**converted)
 
 
+def _first_stage(values: Mapping[str, Any], source: str) -> FirstStage:
+    """The autoencoder config of the kind `values["kind"]` names (absent: the VQ autoencoder)."""
+    values = dict(values)
+    kind = values.get("kind", VQ_KIND)
+    if kind == SPACE_TO_DEPTH_KIND:
+        return _build(SpaceToDepthConfig, values, source)
+    if kind != VQ_KIND:
+        raise ModelError(
+            f"{source}: unknown autoencoder kind {kind!r} (known: {VQ_KIND}, {SPACE_TO_DEPTH_KIND})"
+        )
+    values.pop("kind", None)
+    values["ddconfig"] = _build(DDConfig, values.get("ddconfig", {}), source)
+    return _build(AutoencoderConfig, values, source)
+
+
 def realsr_unet() -> UNetConfig:
     """The released realsr/bicsr UNet (v1 = v2 = v3 = bicsr, docs/official-behaviour.md §4.1)."""
     return UNetConfig()
@@ -162,3 +251,8 @@ def realsr_unet() -> UNetConfig:
 def vq_f4() -> AutoencoderConfig:
     """The released `autoencoder_vq_f4` (docs/official-behaviour.md §5.1)."""
     return AutoencoderConfig()
+
+
+def space_to_depth(factor: int = 4) -> SpaceToDepthConfig:
+    """The parameter-free pixel-unshuffle autoencoder (latent 3·factor² channels at 1/factor size)."""
+    return SpaceToDepthConfig(factor=factor)

@@ -70,7 +70,7 @@ class ResizeSettings:
 
 @dataclass(frozen=True)
 class RealESRGANSettings:
-    """The whole second-order pipeline (defaults: ResShift realsr configs, ../spec §6)."""
+    """The whole second-order pipeline (defaults: ResShift realsr configs, docs/official-behaviour.md §6)."""
 
     blur1: BlurSettings
     resize1: ResizeSettings

@@ -1,7 +1,9 @@
 """Model folders ↔ modules: strict key/shape checking, safetensors only, a descriptor as the result.
 
 A model folder holds `config.json`, `unet.safetensors` and `autoencoder.safetensors` (official key names,
-float32 or float16 on disk, loaded into float32).
+float32 or float16 on disk, loaded into float32). Every folder has all three files: for a parameter-free
+autoencoder (space-to-depth) `autoencoder.safetensors` is a valid file holding no tensors, so downloads,
+manifests, verification and export treat every model alike.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from resshift_cli.config import CONFIG_FILE_NAME, AutoencoderConfig, ModelConfig, UNetConfig
+from resshift_cli.config import CONFIG_FILE_NAME, AutoencoderConfig, FirstStage, ModelConfig, UNetConfig
 from resshift_cli.errors import ModelError
 from resshift_cli.fileio import atomic_write
+from resshift_cli.nets.space_to_depth import SpaceToDepth
 from resshift_cli.nets.swin import SwinTransformerBlock, WindowAttention
 from resshift_cli.nets.unet import UNetModelSwin
 from resshift_cli.nets.vqgan import VQModelTorch
@@ -30,6 +33,16 @@ RECOMPUTED = ("relative_position_index", "attn_mask")
 
 _MAX_LISTED = 6
 
+Autoencoder = VQModelTorch | SpaceToDepth
+"""Either autoencoder kind; both offer `encode`, `quantize`, `decode_without_quantization` and `decode`."""
+
+
+def autoencoder_for(config: FirstStage) -> Autoencoder:
+    """The autoencoder module of the kind `config` describes (randomly initialised where it has weights)."""
+    if isinstance(config, AutoencoderConfig):
+        return VQModelTorch(config)
+    return SpaceToDepth(config)
+
 
 @dataclass
 class LoadedModel:
@@ -37,7 +50,7 @@ class LoadedModel:
 
     config: ModelConfig
     unet: UNetModelSwin
-    autoencoder: VQModelTorch
+    autoencoder: Autoencoder
     folder: Path
     _masters: dict[str, Tensor] = field(default_factory=dict, repr=False)
     """float32 originals of the convolution/linear weights while `prepare` holds cast copies."""
@@ -141,10 +154,10 @@ def check_state_dict(module: nn.Module, state: Mapping[str, Tensor], source: str
         raise ModelError(f"{source}: weights do not match the architecture: {'; '.join(problems)}")
 
 
-def _meta_networks(config: ModelConfig) -> tuple[UNetModelSwin, VQModelTorch]:
+def _meta_networks(config: ModelConfig) -> tuple[UNetModelSwin, Autoencoder]:
     """Both networks with parameters on the meta device (no memory, no random init)."""
     with torch.device("meta"):
-        return UNetModelSwin(config.unet), VQModelTorch(config.autoencoder)
+        return UNetModelSwin(config.unet), autoencoder_for(config.autoencoder)
 
 
 def check_state_dicts(
@@ -154,6 +167,7 @@ def check_state_dicts(
     source: str,
 ) -> None:
     """Check both state dicts against the architecture `config` describes (`ModelError` on mismatch)."""
+    config.check(source)
     unet, autoencoder = _meta_networks(config)
     check_state_dict(unet, unet_state, f"{source} (unet)")
     check_state_dict(autoencoder, autoencoder_state, f"{source} (autoencoder)")
@@ -240,8 +254,9 @@ def write_model_folder(
         temporary.write_text(config.to_json() + "\n", encoding="utf-8")
 
 
-def networks(unet: UNetConfig, autoencoder: AutoencoderConfig) -> tuple[UNetModelSwin, VQModelTorch]:
+def networks(unet: UNetConfig, autoencoder: FirstStage) -> tuple[UNetModelSwin, Autoencoder]:
     """Randomly initialised networks in eval mode (benchmarks: cost does not depend on the values)."""
-    return UNetModelSwin(unet).eval().requires_grad_(False), VQModelTorch(autoencoder).eval().requires_grad_(
-        False
-    )
+    pair = UNetModelSwin(unet), autoencoder_for(autoencoder)
+    for network in pair:
+        network.eval().requires_grad_(False)
+    return pair

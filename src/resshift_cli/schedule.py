@@ -87,7 +87,10 @@ def respace(schedule: Schedule, steps: int) -> Schedule:
 def _from_sqrt_etas(
     kappa: float, normalize_input: bool, sqrt_etas: np.ndarray, timesteps: np.ndarray
 ) -> Schedule:
-    """Every constant of the chain from √η (N,) float64, with the official formulas (spec §2.1)."""
+    """Every constant of the chain from √η (N,) float64, by the official formulas.
+
+    See docs/official-behaviour.md §2.1.
+    """
     # 1. η and its predecessor (η_prev = 0 before the first step)
     etas = sqrt_etas**2
     etas_prev = np.append(0.0, etas[:-1])

@@ -127,8 +127,7 @@ def _folder_lines(folder: Path) -> list[str]:
         f"config name: {config.name}",
         f"scale: ×{config.scale}",
         f"steps: {diffusion.steps} (kappa {diffusion.kappa}, min_noise_level {diffusion.min_noise_level})",
-        f"widths: unet {unet.model_channels}, swin {unet.swin_embed_dim}, "
-        f"autoencoder {autoencoder.ddconfig.ch}, codebook {autoencoder.n_embed}×{autoencoder.embed_dim}",
+        f"widths: unet {unet.model_channels}, swin {unet.swin_embed_dim}, {autoencoder.summary()}",
     ]
     if not (folder / UNET_FILE).is_file():
         return [*lines, "weights: not downloaded"]

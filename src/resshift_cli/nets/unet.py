@@ -15,6 +15,9 @@ from resshift_cli.errors import ModelError
 from resshift_cli.nets.layers import GroupNorm32, timestep_embedding
 from resshift_cli.nets.swin import BasicLayer
 
+LQ_CHANNELS = 3
+"""Channels of the LR conditioning concatenated to the latent (`base_chn` upstream, no mask)."""
+
 
 class ResBlock(nn.Module):
     """Residual block with scale-shift conditioning on the step embedding (improved-diffusion style)."""
@@ -69,9 +72,10 @@ class TimestepEmbedSequential(nn.Sequential):
 
 
 class UNetModelSwin(nn.Module):
-    """x₀-predicting Swin-UNet: (B, 3, H, W) scaled latent + (B, 3, H, W) LR in [−1, 1] → (B, 3, H, W).
+    """x₀-predicting Swin-UNet: (B, C, H, W) scaled latent + (B, 3, H, W) LR in [−1, 1] → (B, C, H, W).
 
-    H and W must be multiples of 64 (three halvings and 8×8 windows at the lowest level).
+    C = `in_channels` = `out_channels` (3 for the VQ-f4 latent, 48 for space-to-depth ×4). H and W must be
+    multiples of 64 (three halvings and 8×8 windows at the lowest level).
     """
 
     def __init__(self, config: UNetConfig) -> None:
@@ -109,7 +113,7 @@ class UNetModelSwin(nn.Module):
     def _input_blocks(self, c: UNetConfig, emb_dim: int) -> tuple[nn.ModuleList, list[int]]:
         """Encoder half; returns the blocks and the channel count of every skip they push."""
         ch = c.model_channels
-        blocks = [TimestepEmbedSequential(nn.Conv2d(c.in_channels * 2, ch, 3, padding=1))]
+        blocks = [TimestepEmbedSequential(nn.Conv2d(c.in_channels + LQ_CHANNELS, ch, 3, padding=1))]
         skips, ds = [ch], 1
         for level, mult in enumerate(c.channel_mult):
             for i in range(c.num_res_blocks[level]):
@@ -143,7 +147,7 @@ class UNetModelSwin(nn.Module):
         return nn.ModuleList(blocks)
 
     def forward(self, x: Tensor, t: Tensor, lq: Tensor) -> Tensor:
-        """x: (B, 3, H, W) scaled x_t; t: (B,) int64 step index; lq: (B, 3, H, W) LR in [−1, 1] → x̂₀."""
+        """x: (B, C, H, W) scaled x_t; t: (B,) int64 step index; lq: (B, 3, H, W) LR in [−1, 1] → x̂₀."""
         emb = self.time_embed(timestep_embedding(t, self.config.model_channels))
         h = torch.cat([x, lq], dim=1).float()
         stack: list[Tensor] = []
