@@ -78,7 +78,8 @@ class DDConfig:
 class AutoencoderConfig:
     """Constructor arguments of the official `VQModelTorch` (docs/official-behaviour.md §5.1).
 
-    The default autoencoder kind: its JSON object has no "kind" key (absent or "vq" both mean this kind), so files stay as before.
+    The default autoencoder kind: its JSON object has no "kind" key (absent or "vq" both mean this
+    kind), so files stay as before.
     """
 
     embed_dim: int = 3
