@@ -14,7 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from resshift_cli import hub, pipeline, presets
+from resshift_cli import card, manifest, pipeline, presets
 from resshift_cli.cli import app
 from resshift_cli.config import ModelConfig, SpaceToDepthConfig, UNetConfig
 from resshift_cli.errors import ModelError
@@ -210,8 +210,8 @@ def test_models_info_verify_and_export_handle_it(tmp_path: Path, model: LoadedMo
     result = CliRunner().invoke(app, ["models", "info", str(folder)])
     assert result.exit_code == 0, result.stderr
     assert "space-to-depth ×4 (48 channels, no weights)" in result.stdout
-    exported = hub.export_model(str(folder), tmp_path / "export", progress=False)
-    assert hub.verify_folder(exported) == []
+    exported = card.export_model(str(folder), tmp_path / "export")
+    assert manifest.verify_folder(exported) == []
     assert {p.name for p in exported.iterdir()} >= {CONFIG_FILE, UNET_FILE, AUTOENCODER_FILE}
     assert load_model(exported).config == model.config
 

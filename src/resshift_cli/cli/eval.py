@@ -25,6 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from resshift_cli import metrics
+from resshift_cli.cache import resolve_model
+from resshift_cli.cli.downloads import download_progress
 from resshift_cli.cli.errors import error_line, reports_errors, set_debug
 from resshift_cli.cli.options import (
     MODEL_PANEL,
@@ -49,7 +51,6 @@ from resshift_cli.evaluate import (
     match_pairs,
     model_method,
 )
-from resshift_cli.hub import resolve_model
 from resshift_cli.loading import LoadedModel, load_model
 from resshift_cli.pipeline import DEFAULT_SEED, UpscaleOptions
 
@@ -126,7 +127,8 @@ _ARROWS = {"psnr": "↑", "ssim": "↑", "lpips": "↓", "clipiqa": "↑", "musi
 
 def _loader(spec: str, device: torch.device, quiet: bool) -> Callable[[], LoadedModel]:
     def load() -> LoadedModel:
-        folder = resolve_model(spec, progress=not quiet)
+        with download_progress(not quiet) as progress:
+            folder = resolve_model(spec, progress=progress)
         configure_threads()
         model = load_model(folder, device)
         if model.scale != SCALE:
