@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from resshift_cli import __version__
-from resshift_cli.cli import doctor, models, upscale
+from resshift_cli.cli import doctor, models, train, upscale
 from resshift_cli.cli.errors import set_debug
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.command()(upscale.upscale)
 app.command()(upscale.batch)
 app.add_typer(models.app)
 app.command()(doctor.doctor)
+app.command()(train.train)
 
 
 def _print_version(value: bool) -> None:
