@@ -27,7 +27,9 @@ def test_loss_and_gradients_match_the_official_trainer(version: str) -> None:
     model = tiny_model(version)
     model.unet.train().requires_grad_(True)
     schedule = make_schedule(model.config.diffusion)
-    terms = diffusion_loss(model.unet, model, schedule, golden["hr"], golden["lr"], golden["t"], golden["noise"])
+    terms = diffusion_loss(
+        model.unet, model, schedule, golden["hr"], golden["lr"], golden["t"], golden["noise"]
+    )
     terms.loss.mean().backward()
     for name in ("z_start", "z_y", "z_t", "model_input"):
         torch.testing.assert_close(getattr(terms, name), golden[name], atol=LATENT_TOLERANCE, rtol=0)

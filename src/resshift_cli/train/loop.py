@@ -404,6 +404,8 @@ def prepare_run_dir(run_dir: Path, resume: bool) -> None:
 def resume_model(run_dir: Path) -> LoadedModel:
     """The EMA model of `RUN_DIR/last` (its config, EMA UNet and autoencoder) to continue from."""
     recover(run_dir / LAST)
+    if not (run_dir / LAST).is_dir():
+        raise UsageError(f"{run_dir}: nothing to resume (no {LAST} checkpoint)")
     return load_model(run_dir / LAST)
 
 
