@@ -226,9 +226,11 @@ def train(
 ) -> None:
     """Fine-tune a model (--from) or train a new one (--arch) on HR_DIR; writes model folders to -o.
 
-    The LR of each random crop is made on the fly (--degradation) or read (--paired-lr). RUN_DIR/last (a
-    checkpoint, every --save-every) and RUN_DIR/final are model folders for `resshift upscale --model`.
-    Several GPUs: the same command under torchrun. Ctrl-C saves a checkpoint; --resume continues it.
+    Each random crop's LR is made on the fly (--degradation) or read from --paired-lr.
+
+    RUN_DIR/last (every --save-every) and RUN_DIR/final are model folders for upscale --model.
+
+    Several GPUs: the same command under torchrun. Ctrl-C saves last/; --resume continues it.
     """
     if debug:
         set_debug(True)
