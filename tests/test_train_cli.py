@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 import resshift_cli.cli.train as train_command
@@ -13,19 +12,14 @@ from resshift_cli.cli.app import app
 from resshift_cli.loading import load_model
 from resshift_cli.train.checkpoint import read_state
 from tiny import write_tiny_folder
-from train_helpers import write_images, write_micro_folder
+from train_helpers import (
+    one_thread,  # noqa: F401 (an autouse fixture)
+    write_images,
+    write_micro_folder,
+)
 
 runner = CliRunner()
 FAST = ["--degradation", "bicubic", "--crop", "64", "--batch-size", "2", "--workers", "0", "--device", "cpu"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,10 @@ from PIL import Image
 
 from resshift_cli.errors import ImageError, UsageError
 from resshift_cli.train.data import PairOptions, TrainPairs, scan
-from train_helpers import write_images
+from train_helpers import (
+    one_thread,  # noqa: F401 (an autouse fixture)
+    write_images,
+)
 
 BICUBIC = PairOptions(crop=64, scale=4, degradation="bicubic")
 

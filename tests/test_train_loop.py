@@ -7,7 +7,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,24 +16,19 @@ import torch
 from safetensors.torch import load_file
 
 import resshift_cli.train.checkpoint as checkpoint_module
+from resshift_cli.errors import UsageError
 from resshift_cli.loading import load_model
 from resshift_cli.pipeline import UpscaleOptions, upscale_tensor
 from resshift_cli.train import PairOptions, TrainEvent, TrainOptions, TrainPairs, ValidationSet, fit, scan
 from resshift_cli.train.checkpoint import read_state
 from resshift_cli.train.loop import LAST, Trainer, resume_model
-from train_helpers import write_images, write_micro_folder
+from train_helpers import (
+    one_thread,  # noqa: F401 (an autouse fixture)
+    write_images,
+    write_micro_folder,
+)
 
 PAIRS = PairOptions(crop=64, scale=4, degradation="bicubic")
-
-
-@pytest.fixture(autouse=True)
-def one_thread(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """One intra-op thread: faster on a shared 2-core machine, and the same reductions in every run."""
-    threads = torch.get_num_threads()
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -205,3 +200,20 @@ def test_two_gloo_processes_reproduce_one(setup: dict[str, Path], tmp_path: Path
     one_w, two_w = weights(tmp_path / "one" / "final"), weights(tmp_path / "two" / "final")
     for key in one_w:
         torch.testing.assert_close(two_w[key], one_w[key], rtol=1e-5, atol=1e-6)
+
+
+def test_resuming_for_more_iterations_keeps_the_warm_up(setup: dict[str, Path], tmp_path: Path) -> None:
+    def stop_at(iteration: int) -> Callable[[TrainEvent], None]:
+        def callback(event: TrainEvent) -> None:
+            if event.iteration == iteration:
+                raise KeyboardInterrupt
+
+        return callback
+
+    with pytest.raises(KeyboardInterrupt):  # 20 iterations: default warm-up 2
+        train(setup, tmp_path / "run", options(iterations=20, warmup=None), callback=stop_at(1))
+    with pytest.raises(KeyboardInterrupt):  # 40 would default to 4; the run keeps its 2
+        train(setup, tmp_path / "run", options(iterations=40, warmup=None), resume=True, callback=stop_at(3))
+    assert [e["lr"] for e in log(tmp_path / "run")] == pytest.approx([5e-4, 1e-3, 1e-3])
+    with pytest.raises(UsageError, match="warmup"):
+        train(setup, tmp_path / "run", options(iterations=40, warmup=4), resume=True)

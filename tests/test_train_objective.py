@@ -11,6 +11,7 @@ from resshift_cli.schedule import make_schedule
 from resshift_cli.train.loop import TrainOptions, learning_rate
 from resshift_cli.train.objective import decode_for_loss, diffusion_loss
 from tiny import GOLDEN, tiny_model
+from train_helpers import one_thread  # noqa: F401 (an autouse fixture)
 
 LATENT_TOLERANCE = 2e-6
 OUTPUT_TOLERANCE = 6e-6

@@ -24,7 +24,16 @@ from resshift_cli.errors import UsageError
 from resshift_cli.hub import resolve_model
 from resshift_cli.loading import LoadedModel, load_model
 from resshift_cli.train.data import PairOptions, TrainPairs, check_crop, check_degradation, scan
-from resshift_cli.train.loop import DTYPES, LAST, LR_SCHEDULES, TrainEvent, TrainOptions, fit, resume_model
+from resshift_cli.train.loop import (
+    DEFAULT_WARMUP,
+    DTYPES,
+    LAST,
+    LR_SCHEDULES,
+    TrainEvent,
+    TrainOptions,
+    fit,
+    resume_model,
+)
 from resshift_cli.train.perceptual import load_lpips
 from resshift_cli.train.presets import PRESETS, fresh_model, preset
 from resshift_cli.train.validate import ValidationSet
@@ -33,7 +42,6 @@ MODEL_PANEL = "Model"
 OPTIM_PANEL = "Optimisation"
 DATA_PANEL = "Data"
 RUN_PANEL = "Run"
-DEFAULT_WARMUP = 5000
 
 _Dir = Annotated[Path | None, typer.Option(file_okay=False, show_default=False, rich_help_panel=DATA_PANEL)]
 
@@ -65,9 +73,11 @@ def _starting_model(
 
 
 class TrainBar:
-    """One rich bar on stderr: iterations, loss, it/s, time left (a no-op when disabled)."""
+    """One rich bar on stderr: iterations, loss, it/s, time left (drawn only when enabled); a line per
+    validation unless `report` is off (-q)."""
 
-    def __init__(self, enabled: bool) -> None:
+    def __init__(self, enabled: bool, report: bool) -> None:
+        self.report = report
         self.bars = Bars(
             TextColumn("train"),
             BarColumn(),
@@ -84,7 +94,7 @@ class TrainBar:
 
     def __call__(self, event: TrainEvent) -> None:
         self.last = event
-        if event.validation is not None:
+        if event.validation is not None and self.report:
             metrics = "  ".join(f"{k} {v:.4f}" for k, v in event.validation.items())
             self.bars.console.print(f"iteration {event.iteration}: {metrics}")
         if event.validation is not None and event.iteration == 0:
@@ -212,7 +222,7 @@ def train(
         ),
     ] = None,
     val_every: Annotated[
-        int, _opt("--val-every", panel=RUN_PANEL, min=0, help="Validate every N (0: at the end).")
+        int, _opt("--val-every", panel=RUN_PANEL, min=0, help="Validate every N (and at the start and end).")
     ] = 1000,
     save_every: Annotated[
         int, _opt("--save-every", panel=RUN_PANEL, min=0, help="Checkpoint every N.")
@@ -249,7 +259,7 @@ def train(
         batch_size=batch_size,
         micro_batch=micro_batch,
         learning_rate=learning_rate,
-        warmup=min(DEFAULT_WARMUP, iterations // 10) if warmup is None else warmup,
+        warmup=warmup,
         lr_schedule=lr_schedule,
         lr_floor=lr_floor,
         weight_decay=weight_decay,
@@ -268,7 +278,7 @@ def train(
             "scale": pairs.scale,
         },
     )
-    bar = TrainBar(not quiet and Console(stderr=True).is_terminal)
+    bar = TrainBar(not quiet and Console(stderr=True).is_terminal, report=not quiet)
     try:
         with bar.bars:
             final = fit(model, data, output, options, run_device, validation, load_lpips, resume, bar)

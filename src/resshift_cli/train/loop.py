@@ -41,6 +41,7 @@ from resshift_cli.train.objective import decode_for_loss, diffusion_loss, latent
 from resshift_cli.train.perceptual import Perceptual
 from resshift_cli.train.validate import ValidationSet, validation_loss, validation_psnr
 
+DEFAULT_WARMUP = 5000
 LOG_FILE = "log.jsonl"
 LAST = "last"
 FINAL = "final"
@@ -64,14 +65,15 @@ SAME_ON_RESUME = (
 @dataclass(frozen=True)
 class TrainOptions:
     """Settings of one run. Official realsr defaults: AdamW lr 5e-5, weight decay 0, EMA 0.999, warm-up
-    5000 iterations then constant (v1/v2) or cosine down to 2e-5 (v3). `micro_batch` 0 = the whole
-    per-process batch at once. `data` describes the training pairs (for the resume check)."""
+    5000 iterations then constant (v1/v2) or cosine down to 2e-5 (v3). `warmup` None = `DEFAULT_WARMUP`
+    but at most a tenth of the iterations (a resumed run keeps its checkpoint's). `micro_batch` 0 = the
+    whole per-process batch at once. `data` describes the training pairs (for the resume check)."""
 
     iterations: int
     batch_size: int
     micro_batch: int = 0
     learning_rate: float = 5e-5
-    warmup: int = 0
+    warmup: int | None = None
     lr_schedule: str = "constant"
     lr_floor: float = 2e-5
     weight_decay: float = 0.0
@@ -117,16 +119,21 @@ class TrainEvent:
 TrainCallback = Callable[[TrainEvent], None]
 
 
+def warmup_of(options: TrainOptions) -> int:
+    """The warm-up length: as given, or `DEFAULT_WARMUP` capped at a tenth of the iterations."""
+    return min(DEFAULT_WARMUP, options.iterations // 10) if options.warmup is None else options.warmup
+
+
 def learning_rate(n: int, options: TrainOptions) -> float:
     """The rate of update n (1-based): linear warm-up n/warmup·lr, then constant, or cosine annealing
     from lr to `lr_floor` over the remaining iterations (the official `CosineAnnealingLR`)."""
-    base = options.learning_rate
-    if n <= options.warmup:
-        return base * n / options.warmup
+    base, warmup = options.learning_rate, warmup_of(options)
+    if n <= warmup:
+        return base * n / warmup
     if options.lr_schedule == "constant":
         return base
-    span = max(1, options.iterations - options.warmup)
-    progress = min(1.0, (n - options.warmup) / span)
+    span = max(1, options.iterations - warmup)
+    progress = min(1.0, (n - warmup) / span)
     return options.lr_floor + (base - options.lr_floor) * (1 + math.cos(math.pi * progress)) / 2
 
 
@@ -283,6 +290,7 @@ class Trainer:
 
     def state(self) -> dict[str, Any]:
         """The training state beside the EMA model folder (plain tensors and builtins)."""
+        options = replace(self.options, warmup=warmup_of(self.options))
         return {
             "iteration": self.iteration,
             "samples": self.iteration * self.options.batch_size,
@@ -290,7 +298,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "rng": self.rng,
-            "options": asdict(self.options),
+            "options": asdict(options),
         }
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -343,7 +351,8 @@ class Trainer:
     def loader(self) -> DataLoader[tuple[Tensor, Tensor]]:
         batches = KeyBatches(self.iteration, self.options.iterations, self.options.batch_size, self.world)
         workers = self.options.workers
-        return DataLoader(self.data, batch_sampler=batches, num_workers=workers, persistent_workers=False)
+        pin = self.device.type == "cuda"
+        return DataLoader(self.data, batch_sampler=batches, num_workers=workers, pin_memory=pin)
 
     def _after_step(self, loss: float, callback: TrainCallback | None) -> None:
         """Log, validate and save when due, then tell the callback."""
@@ -381,7 +390,7 @@ class Trainer:
 
 def check_resumable(saved: dict[str, Any], options: TrainOptions) -> None:
     """`UsageError` naming the options that differ from the checkpoint's (they would change the run)."""
-    current = asdict(options)
+    current = asdict(replace(options, warmup=warmup_of(options)))
     changed = [
         f"{k} ({saved.get(k)!r} → {current[k]!r})" for k in SAME_ON_RESUME if saved.get(k) != current[k]
     ]
@@ -443,10 +452,13 @@ def fit(
         distributed.barrier(world)
         if not resume:
             torch.manual_seed(options.seed)
+        state = read_state(run_dir / LAST) if resume else None
+        if state is not None and options.warmup is None:
+            options = replace(options, warmup=warmup_of(TrainOptions(**state["options"])))
         lpips = perceptual(device) if perceptual is not None and options.lpips_weight > 0 else None
         trainer = Trainer(model.to(device), data, run_dir, options, world, val, lpips)
-        if resume:
-            trainer.restore(read_state(run_dir / LAST))
+        if state is not None:
+            trainer.restore(state)
             if world.main:
                 _trim_log(run_dir, trainer.iteration)
         trainer.run(callback)
