@@ -248,7 +248,7 @@ def train(
     dtype = resolve_precision(precision.value, run_device)
     configure_threads()
     model = _starting_model(output, resume, source, arch, autoencoder, seed, quiet)
-    check_crop(crop, model.config)
+    check_crop(crop, model)
     pairs = PairOptions(crop, model.config.scale, degradation)
     if paired_lr is None or val is not None:
         check_degradation(pairs)

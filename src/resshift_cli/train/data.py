@@ -18,11 +18,11 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from resshift_cli.config import ModelConfig
 from resshift_cli.degrade import degrade
 from resshift_cli.errors import ImageError, UsageError
 from resshift_cli.images import model_rgb, read_picture
 from resshift_cli.jobs import find_images
+from resshift_cli.loading import LoadedModel
 from resshift_cli.pipeline import to_signed
 
 ORDER_STREAM, SAMPLE_STREAM, NOISE_STREAM, VALIDATION_STREAM = range(4)
@@ -198,14 +198,14 @@ def check_degradation(options: PairOptions) -> None:
     )
 
 
-def crop_multiple(config: ModelConfig) -> int:
+def crop_multiple(model: LoadedModel) -> int:
     """HR crops must be multiples of this: the latent (crop / autoencoder factor) must halve down the
     UNet's levels into whole Swin windows."""
-    factor = 2 ** (len(config.autoencoder.ddconfig.ch_mult) - 1)
-    return factor * 2 ** (len(config.unet.channel_mult) - 1) * config.unet.window_size
+    unet = model.config.unet
+    return model.autoencoder.factor * 2 ** (len(unet.channel_mult) - 1) * unet.window_size
 
 
-def check_crop(crop: int, config: ModelConfig) -> None:
-    multiple = crop_multiple(config)
-    if crop <= 0 or crop % multiple or crop % config.scale:
+def check_crop(crop: int, model: LoadedModel) -> None:
+    multiple = crop_multiple(model)
+    if crop <= 0 or crop % multiple or crop % model.scale:
         raise UsageError(f"--crop {crop}: must be a positive multiple of {multiple} for this model")

@@ -38,9 +38,9 @@ class LossTerms:
 
 
 def latent_shape(model: LoadedModel, height: int, width: int) -> tuple[int, int, int]:
-    """(C, h, w) of the latent of an HR image of `height` × `width` pixels."""
+    """(C, h, w) of the latent of an HR image of `height` × `width` pixels (C: the UNet's input)."""
     factor = model.autoencoder.factor
-    return model.config.autoencoder.embed_dim, height // factor, width // factor
+    return model.config.unet.in_channels, height // factor, width // factor
 
 
 def per_sample(values: np.ndarray, t: Tensor) -> Tensor:
