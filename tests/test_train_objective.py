@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from safetensors import safe_open
@@ -10,6 +12,7 @@ from safetensors.torch import load_file
 from resshift_cli.schedule import make_schedule
 from resshift_cli.train.loop import TrainOptions, learning_rate
 from resshift_cli.train.objective import decode_for_loss, diffusion_loss
+from resshift_cli.train.validate import psnr_y
 from tiny import GOLDEN, tiny_model
 from train_helpers import one_thread  # noqa: F401 (an autouse fixture)
 
@@ -65,3 +68,13 @@ def test_learning_rate_warms_up_then_holds_or_anneals() -> None:
     assert learning_rate(10, cosine) == pytest.approx(1e-4)
     assert learning_rate(55, cosine) == pytest.approx(6e-5)
     assert learning_rate(100, cosine) == pytest.approx(2e-5)
+
+
+def test_psnr_y_follows_the_sr_convention() -> None:
+    hr = torch.full((3, 12, 12), 100 / 255)
+    assert psnr_y(hr, hr, 4) == float("inf")
+    sr = hr.clone()
+    sr[:, 4:8, 4:8] += 1 / 255  # one 8-bit level in every channel, inside the border crop
+    y_step = (65.481 + 128.553 + 24.966) / 255
+    assert psnr_y(sr, hr, 4) == pytest.approx(10 * math.log10(255**2 / y_step**2))
+    assert psnr_y(sr, hr, 0) == pytest.approx(10 * math.log10(255**2 / (y_step**2 * 16 / 144)))

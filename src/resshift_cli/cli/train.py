@@ -43,8 +43,6 @@ OPTIM_PANEL = "Optimisation"
 DATA_PANEL = "Data"
 RUN_PANEL = "Run"
 
-_Dir = Annotated[Path | None, typer.Option(file_okay=False, show_default=False, rich_help_panel=DATA_PANEL)]
-
 
 def _opt(*names: str, panel: str, **kwargs: object) -> typer.models.OptionInfo:
     return typer.Option(*names, rich_help_panel=panel, **kwargs)  # type: ignore[arg-type]
