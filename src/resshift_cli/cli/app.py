@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from resshift_cli import __version__
-from resshift_cli.cli import degrade, doctor, models, upscale
+from resshift_cli.cli import degrade, doctor, models, train, upscale
 from resshift_cli.cli import eval as evaluation
 from resshift_cli.cli.errors import set_debug
 
@@ -22,6 +22,7 @@ app.command()(upscale.upscale)
 app.command()(upscale.batch)
 app.add_typer(models.app)
 app.command()(doctor.doctor)
+app.command()(train.train)
 app.command("degrade")(degrade.degrade_command)
 app.command("eval")(evaluation.eval_command)
 
