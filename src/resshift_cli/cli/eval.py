@@ -27,7 +27,7 @@ from rich.table import Table
 from resshift_cli import metrics
 from resshift_cli.cache import resolve_model
 from resshift_cli.cli.downloads import download_progress
-from resshift_cli.cli.errors import error_line, reports_errors, set_debug
+from resshift_cli.cli.errors import error_line
 from resshift_cli.cli.options import (
     MODEL_PANEL,
     REPORT_PANEL,
@@ -277,7 +277,6 @@ def _report_failures(failed: Sequence[Problem]) -> None:
 # 3. The command --------------------------------------------------------------------------------------------
 
 
-@reports_errors
 def eval_command(
     gt: GtDir,
     lr: LrDir = None,
@@ -301,8 +300,6 @@ def eval_command(
     Pairs are matched by relative path without suffix; unpaired or mis-sized files get one
     error line each (exit code 1).
     """
-    if debug:
-        set_debug(True)
     source, sr_mode = _check_inputs(lr, sr, models or [])
     pairs, problems = match_pairs(source, gt, "SR" if sr_mode else "LR")
     torch_device = resolve_device(device)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from resshift_cli.cli.errors import debug_option
 from resshift_cli.devices import DEVICE_ENV
 
 MODEL_PANEL = "Model"
@@ -301,6 +302,10 @@ Quiet = Annotated[
         "--quiet", "-q", help="No progress bars and no summary; errors only.", rich_help_panel=REPORT_PANEL
     ),
 ]
+_DEBUG_HELP = "Show full tracebacks on errors."
+RootDebug = Annotated[bool, typer.Option("--debug", help=_DEBUG_HELP, callback=debug_option)]
+"""`resshift --debug COMMAND`: sets the traceback switch for the run (`cli.errors.debug_option`)."""
 Debug = Annotated[
-    bool, typer.Option("--debug", help="Show full tracebacks on errors.", rich_help_panel=REPORT_PANEL)
+    bool, typer.Option("--debug", help=_DEBUG_HELP, callback=debug_option, rich_help_panel=REPORT_PANEL)
 ]
+"""`resshift COMMAND --debug`: the same switch, offered again after the command for convenience."""
