@@ -20,7 +20,7 @@ from resshift_cli.devices import autocast, generator, memory_format
 from resshift_cli.errors import UsageError
 from resshift_cli.loading import Autoencoder
 from resshift_cli.progress import Progress, ProgressCallback
-from resshift_cli.sampler import Denoiser, sample
+from resshift_cli.sampler import Denoiser, StepInfo, sample
 from resshift_cli.schedule import Schedule, make_schedule, respace
 from resshift_cli.tiling import Tile, official_tiles, plan_tiles, tiled_map
 
@@ -172,38 +172,41 @@ def schedule_for(model: Networks, options: UpscaleOptions) -> Schedule:
     return schedule if options.steps is None else respace(schedule, options.steps)
 
 
+class _DenoiseProgress:
+    """The "denoise" stage in (step, tile) pairs, `steps · tiles` in all. Finished steps are counted by the
+    sampler's callback (never read back from the timestep tensor, a device sync on CUDA); a tiled step also
+    reports each batch of tiles as it is done."""
+
+    def __init__(self, progress: ProgressCallback | None, steps: int, tiles: int) -> None:
+        self.progress, self.steps, self.tiles = progress, steps, tiles
+        self.finished = 0
+
+    def _report(self, done: int) -> None:
+        if self.progress is not None:
+            self.progress(Progress("denoise", done, self.steps * self.tiles))
+
+    def tiles_done(self, done: int, _total: int) -> None:
+        self._report(self.finished * self.tiles + done)
+
+    def step_done(self, info: StepInfo) -> None:
+        self.finished = info.steps - info.i
+        if self.tiles == 1:
+            self._report(self.finished)
+
+
 def _denoiser(
-    model: Networks,
-    lq: Tensor,
-    tiles: list[Tile],
-    options: UpscaleOptions,
-    schedule: Schedule,
-    progress: ProgressCallback | None,
+    model: Networks, lq: Tensor, tiles: list[Tile], options: UpscaleOptions, tracker: _DenoiseProgress
 ) -> Denoiser:
-    """x̂₀ = f_θ(x_in, t, y) on the whole latent canvas, on overlapping tiles blended with smooth weights.
-
-    Progress counts (step, tile) pairs: `schedule.steps · len(tiles)` in all.
-    """
-    steps = schedule.steps
-    position = {int(t): i for i, t in enumerate(schedule.timesteps)}
-
-    def report(i: int, done: int) -> None:
-        if progress is not None:
-            progress(Progress("denoise", (steps - 1 - i) * len(tiles) + done, steps * len(tiles)))
+    """x̂₀ = f_θ(x_in, t, y) on the whole latent canvas, on overlapping tiles blended with smooth weights."""
+    if len(tiles) == 1:
+        return lambda x, t: model.denoise(x, t, lq)
 
     def denoise(x: Tensor, t: Tensor) -> Tensor:
-        i = position[int(t[0])]
-        if len(tiles) == 1:
-            x0 = model.denoise(x, t, lq)
-            report(i, 1)
-            return x0
-
         def tile_unet(x_tiles: Tensor, lq_tiles: Tensor) -> Tensor:
             return model.denoise(x_tiles, t[:1].expand(x_tiles.shape[0]), lq_tiles)
 
-        on_batch = lambda done, _total: report(i, done)  # noqa: E731
         batch = options.tile_batch or tile_batch_for(x.device)
-        return tiled_map(tile_unet, x, tiles, extra=(lq,), batch=batch, on_batch=on_batch)
+        return tiled_map(tile_unet, x, tiles, extra=(lq,), batch=batch, on_batch=tracker.tiles_done)
 
     return denoise
 
@@ -258,8 +261,9 @@ def _upscale(
     tiled = len(tiles) > 1
     schedule = schedule_for(model, options)
     z_y = _vae_map(lambda lr: encode_lr(model, lr), y_p, 1, tiled, _reporter(progress, "encode"))
-    denoise = _denoiser(model, y_p, tiles, options, schedule, progress)
-    z_0 = sample(denoise, z_y, schedule, generator(options.seed))
+    tracker = _DenoiseProgress(progress, schedule.steps, len(tiles))
+    denoise = _denoiser(model, y_p, tiles, options, tracker)
+    z_0 = sample(denoise, z_y, schedule, generator(options.seed), tracker.step_done)
     image = decode_latent(model, z_0, tiled, _reporter(progress, "decode"))
     return image[..., : model.scale * height, : model.scale * width]
 
