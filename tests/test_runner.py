@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from resshift_cli.runner import Runtime
+from resshift_cli.pipeline import UpscaleOptions
+from resshift_cli.runner import Runtime, upscale_tensor
 from tiny import tiny_model
 
 
@@ -26,3 +27,13 @@ def test_prepare_casts_compute_weights_and_restores_float32_exactly() -> None:
     for key, value in model.unet.state_dict().items():
         assert torch.equal(value, before[key]) and value.dtype == before[key].dtype, key
     assert conv.dtype == torch.float32 and conv.is_contiguous()
+
+
+def test_a_bare_loaded_model_keeps_its_float32_weights_after_a_reduced_precision_run() -> None:
+    model = tiny_model("v3")
+    before = {k: v.clone() for k, v in model.unet.state_dict().items()}
+    lr = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    out = upscale_tensor(model, lr, UpscaleOptions(dtype=torch.bfloat16, steps=1))
+    assert out.shape == (1, 3, 32, 32)
+    for key, value in model.unet.state_dict().items():
+        assert torch.equal(value, before[key]) and value.dtype == before[key].dtype, key

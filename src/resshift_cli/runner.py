@@ -160,13 +160,24 @@ def upscale_tensor(
     `pipeline.upscale_tensor` with the retry policy: on a CUDA/MPS out-of-memory error the tile is halved
     and the image retried (down to 64 LR pixels); a non-finite result in reduced precision is retried in
     float32; when torch.compile fails, the model goes back to eager mode and the image is retried.
-    `notice` is told about each retry.
+    `notice` is told about each retry. Given a bare `LoadedModel`, a Runtime is made for this call and its
+    float32 weights are restored afterwards; pass a Runtime to keep cast weights between calls.
     """
     runtime = runtime_of(model)
+    try:
+        return _with_retries(runtime, lr, options, progress, notice or (lambda _message: None))
+    finally:
+        if runtime is not model:
+            runtime.prepare(torch.float32, torch.contiguous_format)
+
+
+def _with_retries(
+    runtime: Runtime, lr: Tensor, options: UpscaleOptions, progress: ProgressCallback | None, say: Notice
+) -> Tensor:
+    """Try `pipeline.run` until it succeeds, changing the options (or compile mode) after each failure."""
     device = runtime.device
     lr = lr.to(device, torch.float32)
     y = to_signed(lr)
-    say = notice or (lambda _message: None)
     while True:
         try:
             out = _attempt(runtime, y, options, progress)
