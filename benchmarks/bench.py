@@ -1,6 +1,6 @@
 """Time the real upscaling pipeline: seconds per output megapixel, per-stage split, peak memory, fidelity.
 
-Runs `resshift_cli.pipeline.upscale_tensor` with random weights of a named model's full-size architecture
+Runs `resshift_cli.runner.upscale_tensor` with random weights of a named model's full-size architecture
 (no download: the cost does not depend on the weight values) or with a model folder, over LR sizes, tiles,
 precisions and devices. Each configuration runs in a fresh subprocess so that peak memories do not mix.
 Our own float32 untiled run of each size is the baseline: every row shows its speed-up over that run and the
@@ -41,7 +41,8 @@ from torch import nn
 from resshift_cli import registry
 from resshift_cli.devices import resolve_device, resolve_precision
 from resshift_cli.loading import LoadedModel, load_model, networks
-from resshift_cli.pipeline import UpscaleOptions, upscale_tensor
+from resshift_cli.pipeline import UpscaleOptions
+from resshift_cli.runner import Runtime, upscale_tensor
 
 WEIGHT_SEED = 0
 IMAGE_SEED = 1
@@ -190,7 +191,7 @@ def synchronize(device: torch.device) -> None:
 class StageClock:
     """Wall-clock seconds spent inside the modules of each stage, via forward pre/post hooks."""
 
-    def __init__(self, model: LoadedModel, device: torch.device) -> None:
+    def __init__(self, model: Runtime, device: torch.device) -> None:
         ae = model.autoencoder
         self.modules: dict[str, list[nn.Module]] = {
             "encode": [ae.encoder, ae.quant_conv],
@@ -275,7 +276,7 @@ class Run:
     output: torch.Tensor
 
 
-def timed_run(model: LoadedModel, image: torch.Tensor, options: UpscaleOptions, clock: StageClock) -> Run:
+def timed_run(model: Runtime, image: torch.Tensor, options: UpscaleOptions, clock: StageClock) -> Run:
     """Upscale (1, 3, H, W) in [0, 1] once with the stage hooks on; the output (1, 3, 4H, 4W) on the CPU."""
     with clock.running():
         started, cpu_started = time.perf_counter(), time.process_time()
@@ -306,7 +307,7 @@ def measure(case: Case, fresh_process: bool) -> tuple[Measurement, torch.Tensor]
     if case.threads:
         torch.set_num_threads(case.threads)
     started = time.perf_counter()
-    model = open_model(case.model, device)
+    model = Runtime(open_model(case.model, device))
     synchronize(device)
     load_s = time.perf_counter() - started
     model.compile(case.compile)

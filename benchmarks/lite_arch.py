@@ -37,7 +37,8 @@ from resshift_cli import presets
 from resshift_cli.config import ModelConfig, UNetConfig
 from resshift_cli.devices import resolve_precision
 from resshift_cli.loading import LoadedModel, write_model_folder
-from resshift_cli.pipeline import UpscaleOptions, upscale_tensor
+from resshift_cli.pipeline import UpscaleOptions
+from resshift_cli.runner import Runtime, upscale_tensor
 
 BUDGET_MINUTES = 90
 WHEEL_BUDGET_MB = 20.0
@@ -122,13 +123,16 @@ def train_step_seconds(model: LoadedModel, batch: int, lr_size: int, steps: int,
 
 def inference_s_per_mp(model: LoadedModel, size: int, dtype: torch.dtype) -> float:
     """CPU seconds per output megapixel of one untiled `upscale_tensor` call on a size×size LR image,
-    after one untimed warm-up call (weights cast, allocator warm)."""
+    after one untimed warm-up call (weights cast, allocator warm); the float32 weights are restored after."""
     image = test_image(size)
     options = UpscaleOptions(dtype=dtype, tile=0)
-    upscale_tensor(model, image, options)
+    runtime = Runtime(model)
+    upscale_tensor(runtime, image, options)
     started = time.process_time()
-    out = upscale_tensor(model, image, options)
-    return (time.process_time() - started) / (out.shape[-2] * out.shape[-1] / 1e6)
+    out = upscale_tensor(runtime, image, options)
+    seconds = time.process_time() - started
+    runtime.prepare(torch.float32, torch.contiguous_format)
+    return seconds / (out.shape[-2] * out.shape[-1] / 1e6)
 
 
 def measure(name: str, model: LoadedModel, args: argparse.Namespace, dtype: torch.dtype) -> Row:

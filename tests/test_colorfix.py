@@ -8,6 +8,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from resshift_cli.api import upscale_picture
 from resshift_cli.colorfix import (
     COLOR_FIXES,
     FIX_TILE,
@@ -19,7 +20,7 @@ from resshift_cli.colorfix import (
     wavelet_fix,
 )
 from resshift_cli.images import Picture
-from resshift_cli.pipeline import UpscaleOptions, bicubic_upsample, upscale_picture
+from resshift_cli.pipeline import UpscaleOptions, bicubic_upsample
 from tiny import tiny_model
 
 GAIN = torch.tensor([1.15, 0.9, 0.8]).view(1, 3, 1, 1)

@@ -10,25 +10,22 @@ import numpy as np
 import pytest
 
 import corpus
+from resshift_cli.api import Provenance, describe_tiling, passes_for, upscale_to_scale
 from resshift_cli.errors import UsageError
 from resshift_cli.images import Picture
 from resshift_cli.jobs import (
     Job,
     LazyModel,
-    Provenance,
     Record,
     Settings,
     check_formats,
-    describe_tiling,
     find_collisions,
     find_images,
     output_extension,
-    passes_for,
     plan_batch,
     plan_upscale,
     run_job,
     scale_suffix,
-    upscale_to_scale,
 )
 from resshift_cli.pipeline import UpscaleOptions
 from tiny import tiny_model

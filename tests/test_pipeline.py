@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from resshift_cli.api import upscale_picture
 from resshift_cli.images import Picture
 from resshift_cli.pipeline import (
     UpscaleOptions,
@@ -11,7 +12,6 @@ from resshift_cli.pipeline import (
     encode_lr,
     pad_to_multiple,
     to_signed,
-    upscale_picture,
     upscale_tensor,
 )
 from tiny import golden_case, tiny_model

@@ -7,14 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from resshift_cli.errors import DeviceError
-from resshift_cli.pipeline import (
-    Progress,
-    UpscaleOptions,
-    _after_out_of_memory,
-    plan,
-    smaller_tile,
-    upscale_tensor,
-)
+from resshift_cli.pipeline import Progress, UpscaleOptions, plan
+from resshift_cli.runner import _after_out_of_memory, smaller_tile, upscale_tensor
 from test_pipeline import assert_images_match
 from tiny import golden_case, tiny_model
 

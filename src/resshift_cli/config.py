@@ -28,6 +28,11 @@ SPACE_TO_DEPTH_KIND = "space_to_depth"
 T = TypeVar("T")
 
 
+SIZE_MULTIPLE = 64
+"""LR sides and tiles are multiples of this for every released model (`UNetConfig.lq_size`); code that has a
+model at hand takes it from the model (`LoadedModel.size_multiple`)."""
+
+
 @dataclass(frozen=True)
 class UNetConfig:
     """Constructor arguments of the official `UNetModelSwin` (docs/official-behaviour.md §4.1)."""
@@ -52,7 +57,7 @@ class UNetConfig:
     mlp_ratio: float = 4
     cond_lq: bool = True
     cond_mask: bool = False
-    lq_size: int = 64
+    lq_size: int = SIZE_MULTIPLE
     patch_norm: bool = False
     num_heads: int = 1
 

@@ -12,8 +12,10 @@ import torch
 from resshift_cli.errors import DeviceError, UsageError
 
 DEVICE_ENV = "RESSHIFT_DEVICE"
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+"""Precision names ↔ torch dtypes: the one table every front end (CLI, API, trainer, benchmarks) reads."""
+PRECISIONS = ("auto", *DTYPES)
+"""What `resolve_precision` accepts: a name of `DTYPES`, or "auto" (chosen for the device)."""
 
 
 def mps_available() -> bool:
@@ -65,12 +67,18 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision not in PRECISIONS:
         raise UsageError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
     if precision != "auto":
-        return _DTYPES[precision]
+        return DTYPES[precision]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return torch.float32
+
+
+def precision_name(dtype: torch.dtype) -> str:
+    """ "fp32" | "fp16" | "bf16" for a dtype of `DTYPES`; torch's own name for any other."""
+    names = {value: name for name, value in DTYPES.items()}
+    return names.get(dtype, str(dtype).removeprefix("torch."))
 
 
 @contextlib.contextmanager

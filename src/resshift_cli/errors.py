@@ -10,6 +10,11 @@ def first_line(err: BaseException, text: str | None = None) -> str:
     return next((line for line in lines if line), type(err).__name__)
 
 
+def one_line(message: str) -> str:
+    """`message` with every run of whitespace (newlines included) folded into one space."""
+    return " ".join(message.split())
+
+
 class ResshiftError(Exception):
     """An error the user can act on; `str(err)` is the one-line message shown by the CLI."""
 

@@ -3,7 +3,7 @@
 Pairs are matched by relative path without the suffix (`a/b.png` in LR_DIR with `a/b.jpg` in GT_DIR).
 Methods: the bicubic ×scale baseline (`pipeline.bicubic_upsample`, the upsampling the model itself is
 conditioned on: Keys a = −0.75, no antialias, clamped to [0, 1]) and any loaded model, run through
-`pipeline.upscale_tensor`; or, in SR mode, the images already upscaled. Scores: `metrics.psnr_y` and
+`runner.upscale_tensor`; or, in SR mode, the images already upscaled. Scores: `metrics.psnr_y` and
 `metrics.ssim_y` (Y channel, border crop, 8-bit rounding), and the perceptual metrics available, on the
 whole 8-bit-rounded images. A GT up to scale − 1 pixels larger than scale × LR is cropped at the bottom and
 right (the usual "modcrop"); any other size difference fails that pair.
@@ -24,7 +24,8 @@ from resshift_cli.errors import ImageError, ResshiftError, UsageError
 from resshift_cli.images import model_rgb, read_picture
 from resshift_cli.jobs import find_images
 from resshift_cli.loading import LoadedModel
-from resshift_cli.pipeline import UpscaleOptions, bicubic_upsample, upscale_tensor
+from resshift_cli.pipeline import UpscaleOptions, bicubic_upsample
+from resshift_cli.runner import Runtime, upscale_tensor
 
 SCALE = 4
 BICUBIC = "bicubic"
@@ -139,8 +140,8 @@ def model_method(name: str, load: Callable[[], LoadedModel], options: UpscaleOpt
     """A model row: `load()` runs when the row starts; every image is upscaled with `options` (seed, …)."""
 
     def loaded() -> Upscale:
-        model = load()
-        return lambda lr: upscale_tensor(model, lr, options).float().cpu()
+        runtime = Runtime(load())
+        return lambda lr: upscale_tensor(runtime, lr, options).float().cpu()
 
     return Method(name, loaded)
 

@@ -8,7 +8,6 @@ sets aside the ones `find_collisions` reports, runs the rest one at a time with 
 from __future__ import annotations
 
 import json
-import math
 import os
 import re
 import time
@@ -19,22 +18,19 @@ from fnmatch import translate
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-import torch
-
-from resshift_cli import __version__
-from resshift_cli.devices import PRECISIONS, resolve_precision
-from resshift_cli.errors import ImageError, ResshiftError, UsageError
+from resshift_cli.api import Provenance, Upscaler, write_output
+from resshift_cli.errors import ImageError, ResshiftError, UsageError, one_line
 from resshift_cli.images import (
     DEFAULT_MAX_PIXELS,
     FORMATS,
     Picture,
+    check_bit_depth,
     format_for,
     read_picture,
-    resize_picture,
     write_picture,
 )
-from resshift_cli.loading import LoadedModel
-from resshift_cli.pipeline import Progress, ProgressCallback, UpscaleOptions, schedule_for, upscale_picture
+from resshift_cli.pipeline import UpscaleOptions, schedule_for
+from resshift_cli.progress import ProgressCallback
 
 STDIO = "-"
 """Stands for stdin as an input and for stdout as an output."""
@@ -47,10 +43,6 @@ IMAGE_SUFFIXES = frozenset(
 
 Existing = Literal["fail", "skip", "overwrite"]
 """What to do when an output already exists: fail that input, skip it, or replace the file."""
-
-_PRECISION_NAMES = {
-    resolve_precision(name, torch.device("cpu")): name for name in PRECISIONS if name != "auto"
-}
 
 
 @dataclass(frozen=True)
@@ -89,46 +81,6 @@ class Settings:
     existing: Existing = "fail"
 
 
-@dataclass(frozen=True)
-class Provenance:
-    """How an output was made; written into the file and into the JSON record."""
-
-    model: str
-    seed: int
-    scale: float
-    tiling: str
-    precision: str
-    device: str
-    version: str = __version__
-    steps: int | None = None
-    """Sampling steps taken (the model's trained steps unless --steps); None where unknown."""
-    color_fix: str = "none"
-
-    def text(self) -> dict[str, str]:
-        """PNG text chunks; "Software" also becomes the EXIF Software tag of every format."""
-        return {
-            "Software": f"resshift-cli {self.version}",
-            **{
-                f"resshift:{k}": f"{v:g}" if isinstance(v, float) else str(v)
-                for k, v in self.fields().items()
-                if k != "version"
-            },
-        }
-
-    def fields(self) -> dict[str, str | int | float]:
-        return {
-            "model": self.model,
-            "seed": self.seed,
-            "scale": self.scale,
-            "tiling": self.tiling,
-            "precision": self.precision,
-            "device": self.device,
-            "version": self.version,
-            **({"steps": self.steps} if self.steps is not None else {}),
-            "color_fix": self.color_fix,
-        }
-
-
 @dataclass
 class Record:
     """The outcome of one job. status: "ok" | "skipped" | "failed"; error: one line, or None."""
@@ -160,17 +112,17 @@ class Record:
 
 
 class LazyModel:
-    """A model loaded on first use, once: bad inputs fail before any weights are read or fetched."""
+    """An `Upscaler` built on first use, once: bad inputs fail before any weights are read or fetched."""
 
-    def __init__(self, load: Callable[[], LoadedModel]) -> None:
+    def __init__(self, load: Callable[[], Upscaler]) -> None:
         self._load = load
-        self._model: LoadedModel | None = None
+        self._model: Upscaler | None = None
 
     @property
     def loaded(self) -> bool:
         return self._model is not None
 
-    def get(self) -> LoadedModel:
+    def get(self) -> Upscaler:
         if self._model is None:
             self._model = self._load()
         return self._model
@@ -349,68 +301,10 @@ def find_collisions(jobs: Sequence[Job]) -> dict[Job, str]:
 def check_formats(jobs: Sequence[Job], bit_depth: int | None) -> None:
     """Refuse, before any work, a 16-bit request for an output format that holds 8 bits."""
     for job in jobs:
-        if bit_depth == 16 and job.fmt in ("jpg", "webp"):
-            raise UsageError(
-                f"{job.output_name}: {job.fmt.upper()} holds 8 bits per channel;"
-                " --bit-depth 16 needs png or tiff"
-            )
+        check_bit_depth(job.fmt, bit_depth, job.output_name, "--bit-depth 16")
 
 
 # 4. Running one job ----------------------------------------------------------------------------------------
-
-
-def passes_for(scale: float, model_scale: int) -> int:
-    """How many model passes reach `scale`: the fewest n with model_scale**n >= scale (at least 1)."""
-    return max(1, math.ceil(math.log(scale, model_scale) - 1e-9))
-
-
-def _pass_progress(progress: ProgressCallback | None, index: int, passes: int) -> ProgressCallback | None:
-    if progress is None or passes == 1:
-        return progress
-    return lambda p: progress(Progress(f"pass {index + 1}/{passes} {p.stage}", p.done, p.total))
-
-
-def upscale_to_scale(
-    model: LoadedModel,
-    picture: Picture,
-    scale: float,
-    options: UpscaleOptions,
-    progress: ProgressCallback | None = None,
-    notice: Callable[[str], None] | None = None,
-) -> Picture:
-    """The picture `scale` times larger: model passes (×model.scale each), then a Lanczos/area resize to
-    round(scale·H) × round(scale·W) when the passes did not land on it exactly. `notice` hears about
-    the pipeline's retries (out of memory, non-finite values)."""
-    height, width = max(1, round(picture.height * scale)), max(1, round(picture.width * scale))
-    passes = passes_for(scale, model.scale)
-    result = picture
-    for index in range(passes):
-        result = upscale_picture(model, result, options, _pass_progress(progress, index, passes), notice)
-    if (result.height, result.width) != (height, width):
-        result = resize_picture(result, height, width)
-    return result
-
-
-def describe_tiling(options: UpscaleOptions) -> str:
-    """ "none" | "tile 256, overlap 64" | "official, tile 256, overlap 64"."""
-    if options.tile == 0:
-        return "none"
-    tiles = f"tile {options.tile}, overlap {options.overlap}"
-    return f"official, {tiles}" if options.official_tiling else tiles
-
-
-def provenance(model: LoadedModel, settings: Settings) -> Provenance:
-    device = next(model.unet.parameters()).device
-    return Provenance(
-        model=model.name,
-        seed=settings.options.seed,
-        scale=settings.scale,
-        tiling=describe_tiling(settings.options),
-        precision=_PRECISION_NAMES.get(settings.options.dtype, str(settings.options.dtype)),
-        device=device.type,
-        steps=schedule_for(model, settings.options).steps,
-        color_fix=settings.options.color_fix,
-    )
 
 
 def _existing_outcome(job: Job, settings: Settings) -> tuple[str, str | None] | None:
@@ -436,18 +330,13 @@ def _read(job: Job, max_pixels: int, stdin: BinaryIO | None) -> Picture:
 
 
 def _write(picture: Picture, job: Job, settings: Settings, made: Provenance, stdout: BinaryIO | None) -> None:
-    target: Path | BinaryIO | None = job.target if job.target is not None else stdout
-    if target is None:
+    if job.target is not None:
+        write_output(picture, job.target, job.fmt, settings.quality, settings.bit_depth, made)
+        return
+    if stdout is None:
         raise UsageError("writing to stdout needs a stdout stream")
-    if isinstance(target, Path):
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise ImageError(
-                f"{target.parent}: cannot create the output folder ({err.strerror or err})"
-            ) from err
     try:
-        write_picture(picture, target, job.fmt, settings.quality, settings.bit_depth, made.text())
+        write_picture(picture, stdout, job.fmt, settings.quality, settings.bit_depth, made.text())
     except BrokenPipeError as err:
         raise ImageError("<stdout>: the reading program closed the pipe") from err
 
@@ -462,7 +351,7 @@ def _failure(job: Job, err: BaseException, started: float) -> Record:
         job.input_name,
         job.output_name,
         "failed",
-        " ".join(message.split()),
+        one_line(message),
         time.perf_counter() - started,
         exception=err,
     )
@@ -493,12 +382,12 @@ def run_job(
         picture = _read(job, settings.max_pixels, stdin)
     except Exception as err:
         return _failure(job, err, started)
-    loaded = model.get()
-    schedule_for(loaded, settings.options)  # --steps beyond the model's trained steps concerns every input
+    upscaler = model.get()
+    schedule_for(upscaler.runtime, settings.options)  # --steps beyond the trained steps concerns every input
     try:
         told = None if notice is None else lambda message: notice(f"{job.input_name}: {message}")
-        result = upscale_to_scale(loaded, picture, settings.scale, settings.options, progress, told)
-        made = provenance(loaded, settings)
+        result = upscaler.upscale_picture(picture, settings.options, settings.scale, progress, told)
+        made = upscaler.provenance(settings.options, settings.scale)
         _write(result, job, settings, made, stdout)
     except Exception as err:
         return _failure(job, err, started)

@@ -8,8 +8,8 @@ manifests, verification and export treat every model alike.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -46,19 +46,16 @@ def autoencoder_for(config: FirstStage) -> Autoencoder:
 
 @dataclass
 class LoadedModel:
-    """A ready-to-run model: its config, both networks in eval mode, and where it came from."""
+    """A model as loaded: its config, both networks (float32, eval mode) and the folder it came from.
+
+    A plain descriptor: run-time state (weights cast to a reduced precision, a compiled denoiser) belongs
+    to a `runner.Runtime` that wraps it, so the trainer and the tools always see plain float32 networks.
+    """
 
     config: ModelConfig
     unet: UNetModelSwin
     autoencoder: Autoencoder
     folder: Path
-    _masters: dict[str, Tensor] = field(default_factory=dict, repr=False)
-    """float32 originals of the convolution/linear weights while `prepare` holds cast copies."""
-    _compiled_unet: Callable[..., Tensor] | None = field(default=None, repr=False)
-    _layout: tuple[torch.dtype, torch.memory_format] = field(
-        default=(torch.float32, torch.contiguous_format), repr=False
-    )
-    """What `prepare` last set up (the weights as loaded: float32, contiguous)."""
 
     @property
     def name(self) -> str:
@@ -66,62 +63,29 @@ class LoadedModel:
 
     @property
     def scale(self) -> int:
+        """Output side / input side of one pass (4 for every released model)."""
         return self.config.scale
 
+    @property
+    def size_multiple(self) -> int:
+        """LR sides are padded to multiples of this (the UNet's `lq_size`, 64 for every released model);
+        tiles are multiples of it too."""
+        return self.config.unet.lq_size
+
+    @property
+    def device(self) -> torch.device:
+        """Where the networks are."""
+        return next(self.unet.parameters()).device
+
     def to(self, device: torch.device | str) -> LoadedModel:
-        """Move both networks (in place, float32 contiguous weights) and return self."""
-        self.prepare(torch.float32, torch.contiguous_format)
+        """Move both networks (in place) and return self."""
         self.unet.to(device)
         self.autoencoder.to(device)
         return self
 
-    @property
-    def compiled(self) -> bool:
-        return self._compiled_unet is not None
-
-    def compile(self, enabled: bool = True) -> None:
-        """Run the denoiser through `torch.compile` from now on (or, `enabled=False`, eagerly again).
-
-        Only the UNet: it runs steps × tiles times, and compiling it measured faster (CPU, bf16, 128²
-        latent: 0.50 → 0.46 s per call); the autoencoder halves measured slower compiled (encode
-        1.2 → 1.5 s, decode 2.2 → 3.1 s). The first call per input size compiles (minutes on a small CPU).
-        """
-        self._compiled_unet = torch.compile(self.unet) if enabled else None
-
     def denoise(self, x: Tensor, t: Tensor, lq: Tensor) -> Tensor:
         """x̂₀ = f_θ(x_t, t, y): (B, C, h, w) latent, (B,) steps, (B, 3, h, w) LR in [−1, 1] → (B, C, h, w)."""
-        unet = self.unet if self._compiled_unet is None else self._compiled_unet
-        return unet(x, t, lq)
-
-    def prepare(self, dtype: torch.dtype, memory_format: torch.memory_format) -> None:
-        """Hold convolution and linear weights in `dtype` and `memory_format` for the next runs.
-
-        Casting once here spares autocast re-casting every weight at every call (CPU, bf16, 128² input:
-        6.5 s instead of 7.1 s). Norms, the codebook and the position-bias tables stay float32. The
-        float32 originals are kept while a cast copy is in use, so returning to float32 (the NaN retry,
-        `--precision fp32`) is exact.
-        """
-        if (dtype, memory_format) == self._layout:
-            return
-        self._layout = (dtype, memory_format)
-        for key, param in _compute_weights(self):
-            master = self._masters.get(key, param.data)
-            if dtype == torch.float32:
-                self._masters.pop(key, None)
-            else:
-                self._masters[key] = master
-            param.data = master.to(dtype).contiguous(
-                memory_format=memory_format if master.dim() == 4 else torch.contiguous_format
-            )
-
-
-def _compute_weights(model: LoadedModel) -> Iterator[tuple[str, nn.Parameter]]:
-    """(unique key, parameter) of every convolution and linear layer of both networks."""
-    for prefix, network in (("unet", model.unet), ("autoencoder", model.autoencoder)):
-        for name, module in network.named_modules():
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                for param_name, param in module.named_parameters(recurse=False):
-                    yield f"{prefix}.{name}.{param_name}", param
+        return self.unet(x, t, lq)
 
 
 def is_recomputed(key: str) -> bool:

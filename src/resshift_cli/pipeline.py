@@ -1,21 +1,26 @@
-"""LR image → padded → bicubic ×4 → encode → residual-shifting sampler → decode → cropped SR image."""
+"""LR image → padded → bicubic ×4 → encode → residual-shifting sampler → decode → cropped SR image.
+
+The tensor recipe only: it works on tensors and a model (`Networks`), runs once and raises what it meets.
+Casting weights, compiling and retrying after errors belong to `runner`; pictures and files to `api`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from resshift_cli.colorfix import ColorFix, fix_colors
+from resshift_cli.config import SIZE_MULTIPLE, ModelConfig
 from resshift_cli.devices import autocast, generator, memory_format
-from resshift_cli.errors import DeviceError, first_line
-from resshift_cli.images import Picture, model_rgb, with_pixels
-from resshift_cli.loading import LoadedModel
+from resshift_cli.errors import UsageError
+from resshift_cli.loading import Autoencoder
 from resshift_cli.progress import Progress, ProgressCallback
-from resshift_cli.sampler import Denoiser, sample
+from resshift_cli.sampler import Denoiser, StepInfo, sample
 from resshift_cli.schedule import Schedule, make_schedule, respace
 from resshift_cli.tiling import Tile, official_tiles, plan_tiles, tiled_map
 
@@ -24,12 +29,32 @@ DEFAULT_TILE = 256
 OVERLAP_FRACTION = 4
 """The automatic tile overlap is a quarter of the tile (64 at 256, 16 at 64), the official chop's ratio."""
 DEFAULT_TILE_BATCH = 0
-MIN_TILE = 64
 VAE_TILE = 128
 VAE_OVERLAP = 16
 VAE_CONTEXT = 16
 """Autoencoder tiling in LR (= latent) pixels: its mid-block attention is quadratic in the tile's area, so
 it gets its own small tiles (blended over `VAE_OVERLAP`, each reading `VAE_CONTEXT` of extra context)."""
+
+
+class Networks(Protocol):
+    """What the recipe needs of a model: `loading.LoadedModel` or a `runner.Runtime` around one."""
+
+    @property
+    def config(self) -> ModelConfig: ...
+
+    @property
+    def autoencoder(self) -> Autoencoder: ...
+
+    @property
+    def scale(self) -> int: ...
+
+    @property
+    def size_multiple(self) -> int: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    def denoise(self, x: Tensor, t: Tensor, lq: Tensor) -> Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -58,6 +83,30 @@ class UpscaleOptions:
     def overlap(self) -> int:
         """The tile overlap in LR pixels: `tile_overlap`, or a quarter of the tile when that is None."""
         return self.tile // OVERLAP_FRACTION if self.tile_overlap is None else self.tile_overlap
+
+
+DEFAULT_OPTIONS = UpscaleOptions()
+
+
+def check_tiling(
+    tile: int,
+    tile_overlap: int | None,
+    multiple: int = SIZE_MULTIPLE,
+    names: tuple[str, str] = ("tile", "tile_overlap"),
+) -> None:
+    """UsageError unless `tile` is 0 or a multiple of the model's size multiple and an explicit
+    `tile_overlap` lies in 0 … tile − 1 (None, a quarter of the tile, always fits). `names` spell the two
+    options in the messages as the caller's user knows them ("--tile", "--tile-overlap" on the CLI)."""
+    tile_name, overlap_name = names
+    if tile < 0 or tile % multiple:
+        raise UsageError(f"{tile_name} must be 0 or a multiple of {multiple}, got {tile}")
+    if tile_overlap is not None and tile_overlap < 0:
+        raise UsageError(f"{overlap_name} must be 0 or more, got {tile_overlap}")
+    if tile and tile_overlap is not None and tile_overlap >= tile:
+        raise UsageError(
+            f"{overlap_name} {tile_overlap} does not fit {tile_name} {tile}: use 0 to {tile - 1},"
+            f" or leave it at auto ({tile // OVERLAP_FRACTION})"
+        )
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
@@ -98,14 +147,14 @@ def bicubic_upsample(x: Tensor, scale: int) -> Tensor:
         return F.interpolate(x.cpu(), scale_factor=scale, mode="bicubic").to(x.device)
 
 
-def encode_lr(model: LoadedModel, y_padded: Tensor) -> Tensor:
+def encode_lr(model: Networks, y_padded: Tensor) -> Tensor:
     """(B, 3, h, w) LR in [−1, 1] → bicubic ×scale → latent (B, 3, h, w)."""
     upsampled = bicubic_upsample(y_padded, model.scale)
     return model.autoencoder.encode(upsampled).float() * model.config.diffusion.scale_factor
 
 
 def decode_latent(
-    model: LoadedModel, z: Tensor, tiled: bool = False, report: Callable[[int, int], None] | None = None
+    model: Networks, z: Tensor, tiled: bool = False, report: Callable[[int, int], None] | None = None
 ) -> Tensor:
     """(B, 3, h, w) latent → (B, 3, 4h, 4w) image, roughly [−1, 1], not clamped.
 
@@ -117,44 +166,47 @@ def decode_latent(
     return _vae_map(decode, z_q, model.scale, tiled, report)
 
 
-def schedule_for(model: LoadedModel, options: UpscaleOptions) -> Schedule:
+def schedule_for(model: Networks, options: UpscaleOptions) -> Schedule:
     """The model's trained schedule, respaced to `options.steps` when given (UsageError beyond 1 … T)."""
     schedule = make_schedule(model.config.diffusion)
     return schedule if options.steps is None else respace(schedule, options.steps)
 
 
+class _DenoiseProgress:
+    """The "denoise" stage in (step, tile) pairs, `steps · tiles` in all. Finished steps are counted by the
+    sampler's callback (never read back from the timestep tensor, a device sync on CUDA); a tiled step also
+    reports each batch of tiles as it is done."""
+
+    def __init__(self, progress: ProgressCallback | None, steps: int, tiles: int) -> None:
+        self.progress, self.steps, self.tiles = progress, steps, tiles
+        self.finished = 0
+
+    def _report(self, done: int) -> None:
+        if self.progress is not None:
+            self.progress(Progress("denoise", done, self.steps * self.tiles))
+
+    def tiles_done(self, done: int, _total: int) -> None:
+        self._report(self.finished * self.tiles + done)
+
+    def step_done(self, info: StepInfo) -> None:
+        self.finished = info.steps - info.i
+        if self.tiles == 1:
+            self._report(self.finished)
+
+
 def _denoiser(
-    model: LoadedModel,
-    lq: Tensor,
-    tiles: list[Tile],
-    options: UpscaleOptions,
-    schedule: Schedule,
-    progress: ProgressCallback | None,
+    model: Networks, lq: Tensor, tiles: list[Tile], options: UpscaleOptions, tracker: _DenoiseProgress
 ) -> Denoiser:
-    """x̂₀ = f_θ(x_in, t, y) on the whole latent canvas, on overlapping tiles blended with smooth weights.
-
-    Progress counts (step, tile) pairs: `schedule.steps · len(tiles)` in all.
-    """
-    steps = schedule.steps
-    position = {int(t): i for i, t in enumerate(schedule.timesteps)}
-
-    def report(i: int, done: int) -> None:
-        if progress is not None:
-            progress(Progress("denoise", (steps - 1 - i) * len(tiles) + done, steps * len(tiles)))
+    """x̂₀ = f_θ(x_in, t, y) on the whole latent canvas, on overlapping tiles blended with smooth weights."""
+    if len(tiles) == 1:
+        return lambda x, t: model.denoise(x, t, lq)
 
     def denoise(x: Tensor, t: Tensor) -> Tensor:
-        i = position[int(t[0])]
-        if len(tiles) == 1:
-            x0 = model.denoise(x, t, lq)
-            report(i, 1)
-            return x0
-
         def tile_unet(x_tiles: Tensor, lq_tiles: Tensor) -> Tensor:
             return model.denoise(x_tiles, t[:1].expand(x_tiles.shape[0]), lq_tiles)
 
-        on_batch = lambda done, _total: report(i, done)  # noqa: E731
         batch = options.tile_batch or tile_batch_for(x.device)
-        return tiled_map(tile_unet, x, tiles, extra=(lq,), batch=batch, on_batch=on_batch)
+        return tiled_map(tile_unet, x, tiles, extra=(lq,), batch=batch, on_batch=tracker.tiles_done)
 
     return denoise
 
@@ -194,7 +246,7 @@ def _reporter(progress: ProgressCallback | None, stage: str) -> Callable[[int, i
 
 
 def _upscale(
-    model: LoadedModel, y: Tensor, options: UpscaleOptions, progress: ProgressCallback | None
+    model: Networks, y: Tensor, options: UpscaleOptions, progress: ProgressCallback | None
 ) -> Tensor:
     """The shared-latent pipeline on (1, 3, H, W) in [−1, 1] → (1, 3, s·H, s·W) in [−1, 1], not clamped.
 
@@ -204,19 +256,20 @@ def _upscale(
     4. decode (tiled likewise) and crop the padding.
     """
     height, width = y.shape[-2:]
-    y_p = pad_to_multiple(y, model.config.unet.lq_size)
+    y_p = pad_to_multiple(y, model.size_multiple)
     tiles = plan(*y_p.shape[-2:], options)
     tiled = len(tiles) > 1
     schedule = schedule_for(model, options)
     z_y = _vae_map(lambda lr: encode_lr(model, lr), y_p, 1, tiled, _reporter(progress, "encode"))
-    denoise = _denoiser(model, y_p, tiles, options, schedule, progress)
-    z_0 = sample(denoise, z_y, schedule, generator(options.seed))
+    tracker = _DenoiseProgress(progress, schedule.steps, len(tiles))
+    denoise = _denoiser(model, y_p, tiles, options, tracker)
+    z_0 = sample(denoise, z_y, schedule, generator(options.seed), tracker.step_done)
     image = decode_latent(model, z_0, tiled, _reporter(progress, "decode"))
     return image[..., : model.scale * height, : model.scale * width]
 
 
 def _official_chop(
-    model: LoadedModel, y: Tensor, options: UpscaleOptions, progress: ProgressCallback | None
+    model: Networks, y: Tensor, options: UpscaleOptions, progress: ProgressCallback | None
 ) -> Tensor:
     """The official script's tiling: each LR patch an independent chain (its own padding and noise, drawn in
     patch order from one generator), results clamped and averaged with equal weights
@@ -227,7 +280,7 @@ def _official_chop(
     schedule = schedule_for(model, options)
 
     def chain(patch: Tensor) -> Tensor:
-        padded = pad_to_multiple(patch, model.config.unet.lq_size)
+        padded = pad_to_multiple(patch, model.size_multiple)
         z_0 = sample(lambda x, t: model.denoise(x, t, padded), encode_lr(model, padded), schedule, rng)
         image = decode_latent(model, z_0)
         return image[..., : model.scale * patch.shape[-2], : model.scale * patch.shape[-1]].clamp(-1, 1)
@@ -236,96 +289,34 @@ def _official_chop(
     return tiled_map(chain, y, tiles, model.scale, weights="uniform", on_batch=_reporter(progress, "tiles"))
 
 
-def _is_compile_failure(err: BaseException) -> bool:
-    """An error raised by torch.compile's tracer or backend (no C++ compiler, unsupported operator)."""
-    return type(err).__module__.startswith(("torch._dynamo", "torch._inductor"))
+def run(model: Networks, y: Tensor, options: UpscaleOptions, progress: ProgressCallback | None) -> Tensor:
+    """(1, 3, H, W) LR in [−1, 1] on the model's device → (1, 3, s·H, s·W) in [0, 1], before colour fixing.
 
-
-def _is_out_of_memory(err: BaseException) -> bool:
-    return isinstance(err, torch.cuda.OutOfMemoryError) or (
-        isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
-    )
-
-
-def smaller_tile(options: UpscaleOptions, height: int, width: int) -> int:
-    """Half the current tile (or of the image's larger padded side when untiled), at least 64 LR pixels."""
-    current = options.tile or -(-max(height, width) // MIN_TILE) * MIN_TILE
-    return max(MIN_TILE, current // 2 // MIN_TILE * MIN_TILE)
-
-
-def _attempt(
-    model: LoadedModel, y: Tensor, options: UpscaleOptions, progress: ProgressCallback | None
-) -> Tensor:
+    Under autocast for `options.dtype`, the input in that precision's memory layout.
+    """
     fmt = memory_format(y.device, options.dtype)
-    model.prepare(options.dtype, fmt)
-    run = _official_chop if options.official_tiling else _upscale
+    recipe = _official_chop if options.official_tiling else _upscale
     with autocast(y.device, options.dtype):
-        return to_unit(run(model, y.contiguous(memory_format=fmt), options, progress)).contiguous()
+        return to_unit(recipe(model, y.contiguous(memory_format=fmt), options, progress)).contiguous()
+
+
+def finish(model: Networks, out: Tensor, lr: Tensor, options: UpscaleOptions) -> Tensor:
+    """`out` colour-corrected against the bicubic ×s of `lr` (both in [0, 1]) as `options.color_fix` says."""
+    upsample = lambda x: bicubic_upsample(x, model.scale)  # noqa: E731
+    return fix_colors(out, lr, options.color_fix, upsample, model.scale)
 
 
 @torch.inference_mode()
 def upscale_tensor(
-    model: LoadedModel,
+    model: Networks,
     lr: Tensor,
-    options: UpscaleOptions = UpscaleOptions(),
+    options: UpscaleOptions = DEFAULT_OPTIONS,
     progress: ProgressCallback | None = None,
-    notice: Callable[[str], None] | None = None,
 ) -> Tensor:
-    """Super-resolve (1, 3, H, W) RGB in [0, 1] → (1, 3, s·H, s·W) in [0, 1] on the model's device.
+    """Super-resolve (1, 3, H, W) RGB in [0, 1] → (1, 3, s·H, s·W) in [0, 1] on the model's device, once.
 
-    The result is colour-corrected against the bicubic ×s of `lr` as `options.color_fix` says.
-    On a CUDA/MPS out-of-memory error the tile is halved and the image retried (down to 64 LR pixels);
-    a non-finite result in reduced precision is retried in float32; when torch.compile fails, the model
-    goes back to eager mode and the image is retried. `notice` is told about each retry.
+    No retries and no weight casts (autocast alone handles a reduced precision): `runner.upscale_tensor`
+    adds those. The result is colour-corrected against the bicubic ×s of `lr` as `options.color_fix` says.
     """
-    device = next(model.unet.parameters()).device
-    lr = lr.to(device, torch.float32)
-    y = to_signed(lr)
-    say = notice or (lambda _message: None)
-    while True:
-        try:
-            out = _attempt(model, y, options, progress)
-        except Exception as err:
-            if model.compiled and _is_compile_failure(err):
-                say(f"torch.compile failed ({first_line(err)}); continuing without --compile")
-                model.compile(enabled=False)
-                continue
-            if device.type == "cpu" or not _is_out_of_memory(err):
-                raise
-            options = _after_out_of_memory(options, y, device, say)
-            continue
-        if options.dtype == torch.float32 or torch.isfinite(out).all():
-            upsample = lambda x: bicubic_upsample(x, model.scale)  # noqa: E731
-            return fix_colors(out, lr, options.color_fix, upsample, model.scale)
-        say(f"non-finite values in {str(options.dtype).removeprefix('torch.')} output; retrying in float32")
-        options = replace(options, dtype=torch.float32)
-
-
-def _after_out_of_memory(
-    options: UpscaleOptions, y: Tensor, device: torch.device, say: Callable[[str], None]
-) -> UpscaleOptions:
-    """The options for the next try after running out of device memory, or a `DeviceError`.
-
-    The tile halves; an explicit overlap that no longer fits it becomes the automatic quarter of the tile.
-    """
-    if options.tile == MIN_TILE:
-        raise DeviceError(f"out of memory on {device} even with {MIN_TILE}-pixel tiles; try --device cpu")
-    tile = smaller_tile(options, *y.shape[-2:])
-    say(f"out of memory on {device} with tile {options.tile or 'off'}; retrying with --tile {tile}")
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    fits = options.tile_overlap is None or options.tile_overlap < tile
-    return replace(options, tile=tile, tile_overlap=options.tile_overlap if fits else None)
-
-
-def upscale_picture(
-    model: LoadedModel,
-    picture: Picture,
-    options: UpscaleOptions = UpscaleOptions(),
-    progress: ProgressCallback | None = None,
-    notice: Callable[[str], None] | None = None,
-) -> Picture:
-    """Super-resolve a decoded picture ×scale; alpha, grayscale and metadata are carried by `images`."""
-    lr = torch.from_numpy(model_rgb(picture)).permute(2, 0, 1).unsqueeze(0)
-    sr = upscale_tensor(model, lr, options, progress, notice)
-    return with_pixels(picture, sr[0].permute(1, 2, 0).cpu().numpy())
+    lr = lr.to(model.device, torch.float32)
+    return finish(model, run(model, to_signed(lr), options, progress), lr, options)

@@ -126,7 +126,6 @@ def _autoencoder_state(config: ModelConfig, source: LoadedModel | Path | str | N
         return {}
     if isinstance(source, LoadedModel):
         name, given = source.name, source.config.autoencoder
-        source.prepare(torch.float32, torch.contiguous_format)
         state = {k: v.detach().to("cpu", copy=True) for k, v in source.autoencoder.state_dict().items()}
     else:
         name = str(source)

@@ -2,6 +2,19 @@
 
 The sampler never owns the network, the device or the progress display: it calls `denoise(x_in, t)`
 for the x₀ prediction and `callback(info)` after every step.
+
+Symbols (paper → code):
+
+    t = T … 1   i = N−1 … 0          the step; the network gets timesteps[i] = t − 1 (a subset if respaced)
+    η_t         schedule.etas[i]     share of the residual e₀ = y₀ − x₀ shifted in by step t (η₁ ≈ 0, η_T ≈ 1)
+    α_t         schedule.alpha[i]    η_t − η_{t−1}, with η₀ = 0
+    κ           schedule.kappa       the noise scale
+    y₀, x₀      y0, x0               the encoded LR (bicubic ×s) latent and the clean HR latent
+
+Equations (numbered as in the paper): the forward transition (Eq. 1) and its marginal
+q(x_t | x₀, y₀) = N(x₀ + η_t e₀, κ²η_t I) (Eq. 2); the posterior q(x_{t−1} | x_t, x₀, y₀) (Eq. 6) whose mean
+and variance, with x₀ replaced by the network's x̂₀, give each reverse step (Eq. 7); the training loss
+(Eq. 8, `train.objective`); the prior x_T = y₀ + κ√η_T ε (Eq. 9); the η schedule (Eq. 10, `schedule`).
 """
 
 from __future__ import annotations
@@ -32,9 +45,40 @@ class StepInfo:
 StepCallback = Callable[[StepInfo], None]
 
 
+@dataclass(frozen=True)
+class Coefficients:
+    """The constants of one reverse step, float32 scalars on the latent's device (from float64, as upstream).
+
+    t: the network's step index. keep: η_{t−1}/η_t. shift: α_t/η_t. std: κ√(η_{t−1}α_t/η_t), the posterior's
+    standard deviation (0 at the last step, which adds no noise). norm: √(κ²η_t + 1), the input
+    normalisation (None when the model does not normalise its input).
+    """
+
+    t: int
+    keep: Tensor
+    shift: Tensor
+    std: Tensor
+    norm: Tensor | None
+
+
 def _f32(values: np.ndarray, i: int, device: torch.device) -> Tensor:
     """Entry i of a float64 schedule array as a float32 scalar tensor (upstream `_extract_into_tensor`)."""
     return torch.tensor(values[i], dtype=torch.float64).float().to(device)
+
+
+def coefficients(schedule: Schedule, i: int, device: torch.device) -> Coefficients:
+    """Step i's constants (Eqs. 6–7), computed once per step in the official order of float operations."""
+    log_variance = _f32(schedule.posterior_log_variance_clipped, i, device)
+    norm = None
+    if schedule.normalize_input:
+        norm = torch.sqrt(_f32(schedule.etas, i, device) * schedule.kappa**2 + 1)
+    return Coefficients(
+        t=int(schedule.timesteps[i]),
+        keep=_f32(schedule.posterior_mean_coef1, i, device),
+        shift=_f32(schedule.posterior_mean_coef2, i, device),
+        std=torch.exp(0.5 * log_variance) if i > 0 else torch.zeros((), device=device),
+        norm=norm,
+    )
 
 
 def draw_noise(shape: torch.Size, generator: torch.Generator, device: torch.device) -> Tensor:
@@ -48,24 +92,15 @@ def prior_sample(y0: Tensor, schedule: Schedule, noise: Tensor) -> Tensor:
     return y0 + _f32(coefficient, schedule.steps - 1, y0.device) * noise
 
 
-def scale_input(x: Tensor, schedule: Schedule, i: int) -> Tensor:
+def scale_input(x: Tensor, c: Coefficients) -> Tensor:
     """x_t / √(κ²η_t + 1): normalises the latent's variance before the network
     (docs/official-behaviour.md §2.2)."""
-    if not schedule.normalize_input:
-        return x
-    eta = _f32(schedule.etas, i, x.device)
-    return x / torch.sqrt(eta * schedule.kappa**2 + 1)
+    return x if c.norm is None else x / c.norm
 
 
-def posterior_step(x: Tensor, x0: Tensor, schedule: Schedule, i: int, noise: Tensor) -> Tensor:
-    """x_{t−1} ~ q(x_{t−1} | x_t, x̂₀) = N((η_{t−1}/η_t) x_t + (α_t/η_t) x̂₀, κ² η_{t−1}/η_t α_t) (Eqs. 6–7)."""
-    mean = (
-        _f32(schedule.posterior_mean_coef1, i, x.device) * x
-        + _f32(schedule.posterior_mean_coef2, i, x.device) * x0
-    )
-    if i == 0:
-        return mean
-    return mean + torch.exp(0.5 * _f32(schedule.posterior_log_variance_clipped, i, x.device)) * noise
+def posterior_step(x: Tensor, x0: Tensor, c: Coefficients, noise: Tensor) -> Tensor:
+    """x_{t−1} ~ N((η_{t−1}/η_t) x_t + (α_t/η_t) x̂₀, κ² η_{t−1}/η_t α_t) (Eqs. 6–7)."""
+    return c.keep * x + c.shift * x0 + c.std * noise
 
 
 def sample(
@@ -78,15 +113,16 @@ def sample(
     """Run the chain from x_T to x₀ for the encoded LR latent y₀ (B, C, h, w); returns x₀ (B, C, h, w).
 
     Step i calls the network with the trained index `schedule.timesteps[i]` (i itself unless respaced).
-    Noise contract: one draw of y₀'s shape for the prior, then one per step N−1 … 0 (the last is unused),
+    Noise contract: one draw of y₀'s shape for the prior, then one per step N−1 … 0 (the last weighted 0),
     all from `generator` on the CPU.
     """
     device = y0.device
     x = prior_sample(y0, schedule, draw_noise(y0.shape, generator, device))
     for i in reversed(range(schedule.steps)):
-        t = torch.full((y0.shape[0],), int(schedule.timesteps[i]), dtype=torch.int64, device=device)
-        x0 = denoise(scale_input(x, schedule, i), t).float()
-        x = posterior_step(x, x0, schedule, i, draw_noise(y0.shape, generator, device))
+        c = coefficients(schedule, i, device)
+        t = torch.full((y0.shape[0],), c.t, dtype=torch.int64, device=device)
+        x0 = denoise(scale_input(x, c), t).float()
+        x = posterior_step(x, x0, c, draw_noise(y0.shape, generator, device))
         if callback is not None:
             callback(StepInfo(i=i, steps=schedule.steps, x=x, x0=x0))
     return x

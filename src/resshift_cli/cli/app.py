@@ -9,7 +9,8 @@ import typer
 from resshift_cli import __version__
 from resshift_cli.cli import degrade, doctor, models, train, upscale
 from resshift_cli.cli import eval as evaluation
-from resshift_cli.cli.errors import set_debug
+from resshift_cli.cli.errors import report_errors_of_every_command
+from resshift_cli.cli.options import RootDebug
 
 app = typer.Typer(
     name="resshift",
@@ -25,6 +26,7 @@ app.command()(doctor.doctor)
 app.command()(train.train)
 app.command("degrade")(degrade.degrade_command)
 app.command("eval")(evaluation.eval_command)
+report_errors_of_every_command(app)
 
 
 def _print_version(value: bool) -> None:
@@ -35,14 +37,13 @@ def _print_version(value: bool) -> None:
 
 @app.callback()
 def root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    debug: RootDebug = False,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_print_version, is_eager=True, help="Show the version and exit."),
     ] = False,
 ) -> None:
     """Upscale images ×4 with ResShift."""
-    set_debug(debug)
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 from rich.progress import track
 
-from resshift_cli.cli.errors import error_line, reports_errors, set_debug
+from resshift_cli.cli.errors import error_line
 from resshift_cli.cli.options import Debug, Overwrite, Quiet
 from resshift_cli.degrade import degrade
 from resshift_cli.errors import ImageError, ResshiftError, UsageError
@@ -153,7 +153,6 @@ def degrade_item(item: Item, kind: str, seed: int, scale: int, overwrite: bool, 
     write_picture(picture, item.target, "png", bit_depth=8, text=provenance)
 
 
-@reports_errors
 def degrade_command(
     hr_dir: HrDir,
     output: LrDir,
@@ -170,8 +169,6 @@ def degrade_command(
     not multiples of --scale are cropped (a note says so). An image that fails gets one error
     line; the others are still done.
     """
-    if debug:
-        set_debug(True)
     started = time.perf_counter()
     items, ruled_out = plan(hr_dir, output)
     for message in ruled_out.values():

@@ -10,7 +10,6 @@ from pathlib import Path
 import torch
 
 from resshift_cli import __version__, cache, locations, registry
-from resshift_cli.cli.errors import reports_errors
 from resshift_cli.devices import DEVICE_ENV, PRECISIONS, mps_available, resolve_device, resolve_precision
 from resshift_cli.errors import ResshiftError
 
@@ -99,7 +98,6 @@ def _cache_lines() -> list[str]:
     return lines
 
 
-@reports_errors
 def doctor() -> None:
     """Show devices, precision support, torch/CUDA/MPS versions, and the model cache."""
     print("\n".join([*_version_lines(), *_device_lines(), *_cache_lines()]))

@@ -10,7 +10,7 @@ from typing import ParamSpec, TypeVar
 
 import typer
 
-from resshift_cli.errors import ResshiftError
+from resshift_cli.errors import ResshiftError, one_line
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -28,13 +28,24 @@ def set_debug(enabled: bool) -> None:
     _DebugState.enabled = enabled
 
 
+def debug_option(ctx: typer.Context, value: bool) -> bool:
+    """The callback of every `--debug` option: the root's sets the state for this run (so one in-process
+    run does not leak into the next); a command's can only turn it on (`resshift --debug upscale` and
+    `resshift upscale --debug` both work)."""
+    if ctx.parent is None:
+        set_debug(value)
+    elif value:
+        set_debug(True)
+    return value
+
+
 def debug_enabled() -> bool:
     return _DebugState.enabled or os.environ.get("RESSHIFT_DEBUG", "") not in ("", "0")
 
 
 def error_line(message: str) -> None:
     """Print `error: <message>` as one line on stderr."""
-    print(f"error: {' '.join(message.split())}", file=sys.stderr)
+    print(f"error: {one_line(message)}", file=sys.stderr)
 
 
 def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
@@ -56,3 +67,14 @@ def reports_errors(command: Callable[P, R]) -> Callable[P, R]:
             raise typer.Exit(EXIT_INTERRUPTED) from None
 
     return wrapper
+
+
+def report_errors_of_every_command(app: typer.Typer) -> None:
+    """Wrap every command registered on `app` and its sub-apps with `reports_errors`, once, where the
+    app is put together, so that no command can forget it."""
+    for info in app.registered_commands:
+        if info.callback is not None:
+            info.callback = reports_errors(info.callback)
+    for group in app.registered_groups:
+        if group.typer_instance is not None:
+            report_errors_of_every_command(group.typer_instance)

@@ -12,8 +12,6 @@ import csv
 import io
 import json
 import math
-import os
-import secrets
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Annotated, Any
@@ -27,7 +25,7 @@ from rich.table import Table
 from resshift_cli import metrics
 from resshift_cli.cache import resolve_model
 from resshift_cli.cli.downloads import download_progress
-from resshift_cli.cli.errors import error_line, reports_errors, set_debug
+from resshift_cli.cli.errors import error_line
 from resshift_cli.cli.options import (
     MODEL_PANEL,
     REPORT_PANEL,
@@ -51,6 +49,7 @@ from resshift_cli.evaluate import (
     match_pairs,
     model_method,
 )
+from resshift_cli.fileio import atomic_write
 from resshift_cli.loading import LoadedModel, load_model
 from resshift_cli.pipeline import DEFAULT_SEED, UpscaleOptions
 
@@ -260,12 +259,10 @@ def write_text_atomically(path: Path, text: str) -> None:
     """Write `text` to a temporary file beside `path`, then rename it over `path`."""
     if path.is_dir():
         raise UsageError(f"{path}: is a folder; --csv needs a file name")
-    temporary = path.with_name(f".{path.name[:64]}.{secrets.token_hex(4)}.tmp")
     try:
-        temporary.write_text(text, encoding="utf-8")
-        os.replace(temporary, path)
+        with atomic_write(path) as temporary:
+            temporary.write_text(text, encoding="utf-8")
     except OSError as err:
-        temporary.unlink(missing_ok=True)
         raise UsageError(f"{path}: cannot write ({err.strerror or err})") from err
 
 
@@ -277,7 +274,6 @@ def _report_failures(failed: Sequence[Problem]) -> None:
 # 3. The command --------------------------------------------------------------------------------------------
 
 
-@reports_errors
 def eval_command(
     gt: GtDir,
     lr: LrDir = None,
@@ -301,8 +297,6 @@ def eval_command(
     Pairs are matched by relative path without suffix; unpaired or mis-sized files get one
     error line each (exit code 1).
     """
-    if debug:
-        set_debug(True)
     source, sr_mode = _check_inputs(lr, sr, models or [])
     pairs, problems = match_pairs(source, gt, "SR" if sr_mode else "LR")
     torch_device = resolve_device(device)

@@ -12,7 +12,6 @@ from rich.table import Table
 
 from resshift_cli import cache, card, hub, locations, manifest, registry, release
 from resshift_cli.cli.downloads import download_progress
-from resshift_cli.cli.errors import reports_errors
 from resshift_cli.config import ModelConfig
 from resshift_cli.errors import ModelError
 from resshift_cli.loading import CONFIG_FILE, UNET_FILE
@@ -45,7 +44,6 @@ def _megabytes(size: int) -> str:
 
 
 @app.command("list")
-@reports_errors
 def list_models() -> None:
     """List the named models: sampling steps, size, whether they are cached, license."""
     caption = f"cache: {locations.models_dir()}"
@@ -63,7 +61,6 @@ def list_models() -> None:
 
 
 @app.command()
-@reports_errors
 def download(model: ModelSpec, keep_pth: KeepPth = False, quiet: Quiet = False) -> None:
     """Fetch a model into the cache for later (and offline) use; prints its folder."""
     with download_progress(not quiet) as progress:
@@ -72,7 +69,6 @@ def download(model: ModelSpec, keep_pth: KeepPth = False, quiet: Quiet = False) 
 
 
 @app.command()
-@reports_errors
 def convert(
     unet_pth: PthFile,
     autoencoder_pth: PthFile,
@@ -95,7 +91,6 @@ def convert(
 
 
 @app.command()
-@reports_errors
 def export(
     model: ModelSpec,
     directory: Annotated[Path, typer.Argument(help="New folder to write.", show_default=False)],
@@ -155,14 +150,12 @@ def _info_lines(spec: str) -> list[str]:
 
 
 @app.command()
-@reports_errors
 def info(model: ModelSpec) -> None:
     """Show what a model is, where its weights come from and whether they are cached."""
     print("\n".join(_info_lines(model)))
 
 
 @app.command()
-@reports_errors
 def verify(
     names: Annotated[
         list[str] | None, typer.Argument(help="Cached models to check (default: all).", show_default=False)
@@ -189,7 +182,6 @@ def _report_verification(folder: Path) -> bool:
 
 
 @app.command()
-@reports_errors
 def remove(name: Annotated[str, typer.Argument(help="A cached model name.", show_default=False)]) -> None:
     """Delete a model from the cache (with any kept or partial download)."""
     with download_progress(True) as progress:

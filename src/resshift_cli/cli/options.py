@@ -8,7 +8,10 @@ from typing import Annotated
 
 import typer
 
-from resshift_cli.devices import DEVICE_ENV
+from resshift_cli.cli.errors import debug_option
+from resshift_cli.colorfix import COLOR_FIXES
+from resshift_cli.devices import DEVICE_ENV, PRECISIONS
+from resshift_cli.images import OUTPUT_FORMATS
 
 MODEL_PANEL = "Model"
 OUTPUT_PANEL = "Output"
@@ -19,30 +22,22 @@ REPORT_PANEL = "Reporting"
 MAX_SCALE = 16.0
 
 
-class OutputFormat(str, Enum):
-    """File formats we write."""
-
-    png = "png"
-    jpg = "jpg"
-    webp = "webp"
-    tiff = "tiff"
+def _choices(name: str, values: tuple[str, ...], doc: str) -> type[Enum]:
+    """A str Enum whose members are `values` (member name = value), for Typer's choice options."""
+    choices = Enum(name, {value: value for value in values}, type=str, module=__name__)  # type: ignore[misc]
+    choices.__doc__ = doc
+    return choices
 
 
-class ColorFixChoice(str, Enum):
-    """Colour corrections of the result (`resshift_cli.colorfix`)."""
-
-    none = "none"
-    wavelet = "wavelet"
-    adain = "adain"
-
-
-class Precision(str, Enum):
-    """Autocast precision of the networks (`auto`: see `devices.resolve_precision`)."""
-
-    auto = "auto"
-    fp32 = "fp32"
-    fp16 = "fp16"
-    bf16 = "bf16"
+OutputFormat = _choices("OutputFormat", OUTPUT_FORMATS, "File formats we write (`images.OUTPUT_FORMATS`).")
+ColorFixChoice = _choices(
+    "ColorFixChoice", COLOR_FIXES, "Colour corrections of the result (`colorfix.COLOR_FIXES`)."
+)
+Precision = _choices(
+    "Precision",
+    PRECISIONS,
+    "Autocast precision of the networks (`devices.PRECISIONS`; auto: `resolve_precision`).",
+)
 
 
 AUTO = "auto"
@@ -301,6 +296,10 @@ Quiet = Annotated[
         "--quiet", "-q", help="No progress bars and no summary; errors only.", rich_help_panel=REPORT_PANEL
     ),
 ]
+_DEBUG_HELP = "Show full tracebacks on errors."
+RootDebug = Annotated[bool, typer.Option("--debug", help=_DEBUG_HELP, callback=debug_option)]
+"""`resshift --debug COMMAND`: sets the traceback switch for the run (`cli.errors.debug_option`)."""
 Debug = Annotated[
-    bool, typer.Option("--debug", help="Show full tracebacks on errors.", rich_help_panel=REPORT_PANEL)
+    bool, typer.Option("--debug", help=_DEBUG_HELP, callback=debug_option, rich_help_panel=REPORT_PANEL)
 ]
+"""`resshift COMMAND --debug`: the same switch, offered again after the command for convenience."""

@@ -18,7 +18,7 @@ from rich.progress import Progress as Bars
 
 from resshift_cli.cache import resolve_model
 from resshift_cli.cli.downloads import download_progress
-from resshift_cli.cli.errors import EXIT_INTERRUPTED, error_line, reports_errors, set_debug
+from resshift_cli.cli.errors import EXIT_INTERRUPTED, error_line
 from resshift_cli.cli.options import Debug, Device, Precision, PrecisionOption, Quiet
 from resshift_cli.config import AutoencoderConfig
 from resshift_cli.degrade import DEGRADATIONS
@@ -112,7 +112,6 @@ class TrainBar:
         self.bars.update(self.task, completed=event.iteration, total=event.iterations, **fields)
 
 
-@reports_errors
 def train(
     hr_dir: Annotated[
         Path,
@@ -248,8 +247,6 @@ def train(
 
     Several GPUs: the same command under torchrun. Ctrl-C saves last/; --resume continues it.
     """
-    if debug:
-        set_debug(True)
     run_device = resolve_device(device)
     dtype = resolve_precision(precision.value, run_device)
     configure_threads()

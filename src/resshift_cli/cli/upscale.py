@@ -24,9 +24,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemaini
 from rich.progress import Progress as Bars
 
 from resshift_cli import registry
-from resshift_cli.cache import resolve_model
+from resshift_cli.api import Upscaler
 from resshift_cli.cli.downloads import download_progress
-from resshift_cli.cli.errors import EXIT_INTERRUPTED, debug_enabled, error_line, reports_errors, set_debug
+from resshift_cli.cli.errors import EXIT_INTERRUPTED, debug_enabled, error_line
 from resshift_cli.cli.options import (
     AUTO,
     BitDepth,
@@ -62,8 +62,8 @@ from resshift_cli.cli.options import (
     TileOverlap,
     overlap_pixels,
 )
-from resshift_cli.devices import configure_threads, resolve_device, resolve_precision
-from resshift_cli.errors import UsageError
+from resshift_cli.devices import resolve_device, resolve_precision
+from resshift_cli.errors import UsageError, one_line
 from resshift_cli.images import DEFAULT_MAX_PIXELS
 from resshift_cli.jobs import (
     Existing,
@@ -77,19 +77,10 @@ from resshift_cli.jobs import (
     plan_upscale,
     run_job,
 )
-from resshift_cli.loading import LoadedModel, load_model
-from resshift_cli.pipeline import (
-    DEFAULT_SEED,
-    DEFAULT_TILE,
-    DEFAULT_TILE_BATCH,
-    OVERLAP_FRACTION,
-    Progress,
-    ProgressCallback,
-    UpscaleOptions,
-)
+from resshift_cli.pipeline import DEFAULT_SEED, DEFAULT_TILE, DEFAULT_TILE_BATCH, UpscaleOptions, check_tiling
+from resshift_cli.progress import Progress, ProgressCallback
 
 EXIT_FAILED = 1
-TILE_MULTIPLE = 64
 
 
 @dataclass(frozen=True)
@@ -151,17 +142,6 @@ class ProgressBars:
             self.bars.start()
 
 
-def _check_tiling(tile: int, tile_overlap: int | None) -> None:
-    """--tile a multiple of 64; an explicit --tile-overlap from 0 to tile − 1 (None = auto always fits)."""
-    if tile % TILE_MULTIPLE:
-        raise UsageError(f"--tile must be 0 or a multiple of {TILE_MULTIPLE}, got {tile}")
-    if tile and tile_overlap is not None and tile_overlap >= tile:
-        raise UsageError(
-            f"--tile-overlap {tile_overlap} does not fit --tile {tile}: use 0 to {tile - 1},"
-            f" or leave it at auto ({tile // OVERLAP_FRACTION})"
-        )
-
-
 def _existing_policy(skip_existing: bool, overwrite: bool) -> Existing:
     if skip_existing and overwrite:
         raise UsageError("--skip-existing and --overwrite exclude each other; pick one")
@@ -178,13 +158,11 @@ def _check_stdout(jobs: Sequence[Job], json_lines: bool) -> None:
         raise UsageError("refusing to write image data to a terminal; redirect stdout or pass -o FILE")
 
 
-def _load(run: Run, bars: ProgressBars) -> LoadedModel:
+def _load(run: Run, dtype: torch.dtype, bars: ProgressBars) -> Upscaler:
     with bars.paused(), download_progress(not run.quiet) as progress:
-        folder = resolve_model(run.model, progress=progress)
-        configure_threads()
-        model = load_model(folder, run.device)
-        model.compile(run.compiled)
-        return model
+        return Upscaler.from_pretrained(
+            run.model, device=run.device, precision=dtype, compile=run.compiled, progress=progress
+        )
 
 
 def _emit(record: Record, run: Run, out: TextIO) -> None:
@@ -200,7 +178,7 @@ def _emit(record: Record, run: Run, out: TextIO) -> None:
 
 def _warning_line(message: str) -> None:
     """Print `warning: <message>` as one line on stderr (retries that change how an image is made)."""
-    print(f"warning: {' '.join(message.split())}", file=sys.stderr)
+    print(f"warning: {one_line(message)}", file=sys.stderr)
 
 
 def _summary(records: Sequence[Record], started: float) -> str:
@@ -237,7 +215,7 @@ def _run_jobs(jobs: Sequence[Job], settings: Settings, run: Run) -> list[Record]
     enabled = not run.quiet and Console(stderr=True).is_terminal
     notice = None if run.quiet else _warning_line
     with ProgressBars(len(runnable), enabled) as bars:
-        model = LazyModel(lambda: _load(run, bars))
+        model = LazyModel(lambda: _load(run, settings.options.dtype, bars))
         for job in runnable:
             name = job.source.name if job.source is not None else "<stdin>"
             streams = {
@@ -306,7 +284,7 @@ class Shared:
     def settings(self, dtype: torch.dtype) -> Settings:
         """Checked settings: tiling sizes, --skip-existing/--overwrite, the resolved precision."""
         overlap = overlap_pixels(self.tile_overlap)
-        _check_tiling(self.tile, overlap)
+        check_tiling(self.tile, overlap, names=("--tile", "--tile-overlap"))
         options = UpscaleOptions(
             seed=self.seed,
             dtype=dtype,
@@ -333,7 +311,6 @@ class Shared:
         _execute(jobs, settings, Run(self.model, device, self.compiled, self.json_lines, self.quiet))
 
 
-@reports_errors
 def upscale(
     inputs: Inputs,
     output: Output = None,
@@ -365,13 +342,10 @@ def upscale(
     Without -o each result is written beside its input as <stem>_x4.<ext>. An existing output is never
     replaced unless you pass --overwrite.
     """
-    if debug:
-        set_debug(True)
     shared = Shared.pick(locals())
     shared.execute(plan_upscale(inputs, output, shared.format_name, suffix, scale))
 
 
-@reports_errors
 def batch(
     folder: Folder,
     output: OutDir,
@@ -404,7 +378,5 @@ def batch(
     A file that fails does not stop the others. Inputs that would write the same output are reported
     before any work and left out. Ctrl-C stops cleanly; rerun with --skip-existing to resume.
     """
-    if debug:
-        set_debug(True)
     shared = Shared.pick(locals())
     shared.execute(plan_batch(folder, output, shared.format_name, recursive, glob))

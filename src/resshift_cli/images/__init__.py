@@ -1,7 +1,8 @@
 """Lossless image input and output: orientation, ICC/EXIF/XMP, alpha, grayscale and 16-bit handled.
 
 Modules: `picture` (Picture and its Metadata), `formats` (what each output format holds), `reading`,
-`exif` (EXIF/XMP), `png` and `tiff` (chunks and encoders), `writing`, `resizing` (and the model adapters).
+`arrays` (NumPy arrays in and out), `exif` (EXIF/XMP), `png` and `tiff` (chunks and encoders), `writing`,
+`resizing` (and the model adapters).
 
 Reading decodes with Pillow; colour sources with 16 bits per sample (16-bit RGB/RGBA/LA PNG and
 TIFF) are decoded with OpenCV because Pillow reduces them to 8 bits. PNG and TIFF are encoded here
@@ -26,10 +27,12 @@ Choices made here:
 
 from __future__ import annotations
 
+from resshift_cli.images.arrays import ARRAY_DTYPES, ArrayLayout, array_from_picture, picture_from_array
 from resshift_cli.images.formats import (
     DEEP_FORMATS,
     FORMATS,
     OUTPUT_FORMATS,
+    check_bit_depth,
     format_for,
     holds_16_bit,
     same_file,
@@ -40,15 +43,20 @@ from resshift_cli.images.resizing import model_rgb, resize_picture, upscale_alph
 from resshift_cli.images.writing import write_picture
 
 __all__ = [
+    "ARRAY_DTYPES",
     "DEEP_FORMATS",
     "DEFAULT_MAX_PIXELS",
     "FORMATS",
     "OUTPUT_FORMATS",
+    "ArrayLayout",
     "Metadata",
     "Picture",
+    "array_from_picture",
+    "check_bit_depth",
     "format_for",
     "holds_16_bit",
     "model_rgb",
+    "picture_from_array",
     "read_picture",
     "resize_picture",
     "same_file",

@@ -35,6 +35,13 @@ def holds_16_bit(fmt: str) -> bool:
     return fmt in DEEP_FORMATS
 
 
+def check_bit_depth(fmt: str, bit_depth: int | None, label: str, asked: str = "16-bit output") -> None:
+    """UsageError naming `label` when 16 bits per sample (`asked`, as the caller spells the request) are
+    asked of a format that holds 8 (`holds_16_bit`)."""
+    if bit_depth == 16 and not holds_16_bit(fmt):
+        raise UsageError(f"{label}: {fmt.upper()} holds 8 bits per channel; {asked} needs png or tiff")
+
+
 def format_for(path: Path, fmt: str | None) -> str:
     """Output format name ("png", "jpg", "webp", "tiff") from `fmt`, else from the suffix of `path`."""
     key = (fmt if fmt is not None else path.suffix.lstrip(".")).lower()

@@ -296,7 +296,7 @@ def _with_colour_key(samples: Samples, key: object) -> Samples:
     return replace(samples, array=np.concatenate([array, alpha[..., None]], axis=2))
 
 
-def _to_float(array: np.ndarray) -> np.ndarray:
+def to_float(array: np.ndarray) -> np.ndarray:
     """(H, W) or (H, W, C) samples -> C-contiguous float32 in [0, 1] (integers divided by their maximum)."""
     result = array.astype(np.float32, order="C")
     if array.dtype.kind in "ui":
@@ -310,9 +310,9 @@ def _to_picture(
     """Orient and split samples into rgb/alpha; keep the metadata that still describes the pixels."""
     array = orient(samples.array, orientation)
     colour_channels = 1 if samples.array.shape[2] in (1, 2) else 3
-    colour = _to_float(array[..., :colour_channels])
+    colour = to_float(array[..., :colour_channels])
     rgb = np.repeat(colour, 3, axis=2) if colour_channels == 1 else colour
-    alpha = _to_float(array[..., colour_channels]) if array.shape[2] > colour_channels else None
+    alpha = to_float(array[..., colour_channels]) if array.shape[2] > colour_channels else None
     dpi = metadata.dpi
     if dpi is not None and ORIENT_STEPS.get(orientation, (False,))[0]:
         dpi = (dpi[1], dpi[0])

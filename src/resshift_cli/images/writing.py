@@ -17,7 +17,14 @@ from PIL import Image
 from resshift_cli.errors import ImageError, UsageError
 from resshift_cli.fileio import atomic_write
 from resshift_cli.images.exif import output_exif, set_xmp_property
-from resshift_cli.images.formats import GRAY_FORMATS, MAX_SIDE, format_for, holds_16_bit, same_file
+from resshift_cli.images.formats import (
+    GRAY_FORMATS,
+    MAX_SIDE,
+    check_bit_depth,
+    format_for,
+    holds_16_bit,
+    same_file,
+)
 from resshift_cli.images.picture import Metadata, Picture, icc_space, luma
 from resshift_cli.images.png import encode_png
 from resshift_cli.images.tiff import encode_tiff
@@ -81,10 +88,7 @@ def _output_depth(p: Picture, fmt: str, bit_depth: int | None, label: str) -> in
         return 16 if p.bit_depth == 16 and holds_16_bit(fmt) else 8
     if bit_depth not in (8, 16):
         raise UsageError(f"bit depth must be 8 or 16, got {bit_depth}")
-    if bit_depth == 16 and not holds_16_bit(fmt):
-        raise UsageError(
-            f"{label}: {fmt.upper()} holds 8 bits per channel; write png or tiff for 16-bit output"
-        )
+    check_bit_depth(fmt, bit_depth, label)
     return bit_depth
 
 
@@ -117,7 +121,7 @@ def _writes_gray(p: Picture, fmt: str, depth: int, keep_alpha: bool) -> bool:
     return not (fmt == "tiff" and depth == 16 and keep_alpha)
 
 
-def _quantise(values: np.ndarray, depth: int) -> np.ndarray:
+def quantise(values: np.ndarray, depth: int) -> np.ndarray:
     """float in [0, 1] -> uint8 round(x*255) or uint16 round(x*65535), clipped."""
     top = 65535.0 if depth == 16 else 255.0
     scaled = np.multiply(values, np.float32(top), dtype=np.float32)
@@ -133,9 +137,9 @@ def _output_samples(p: Picture, depth: int, gray: bool, keep_alpha: bool) -> np.
         raise ValueError(f"rgb must have shape (H, W, 3), got {p.rgb.shape}")
     channels = colour.shape[2] + keep_alpha
     out = np.empty((*colour.shape[:2], channels), dtype=np.uint16 if depth == 16 else np.uint8)
-    out[..., : colour.shape[2]] = _quantise(colour, depth)
+    out[..., : colour.shape[2]] = quantise(colour, depth)
     if keep_alpha and p.alpha is not None:
-        out[..., -1] = _quantise(p.alpha, depth)
+        out[..., -1] = quantise(p.alpha, depth)
     return out
 
 

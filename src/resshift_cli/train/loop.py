@@ -28,7 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.checkpoint import checkpoint
 from torch.utils.data import DataLoader
 
-from resshift_cli.devices import autocast
+from resshift_cli.devices import DTYPES, autocast
 from resshift_cli.errors import UsageError
 from resshift_cli.loading import LoadedModel, load_model
 from resshift_cli.nets.unet import UNetModelSwin
@@ -46,7 +46,6 @@ LOG_FILE = "log.jsonl"
 LAST = "last"
 FINAL = "final"
 LR_SCHEDULES = ("constant", "cosine")
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 SAME_ON_RESUME = (
     "batch_size",
     "learning_rate",
