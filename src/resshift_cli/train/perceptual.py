@@ -29,7 +29,9 @@ def vgg_weights() -> Path:
 def load_lpips(device: torch.device) -> Perceptual:
     """LPIPS(VGG) as a frozen callable on `device`, or a `UsageError` saying what is missing."""
     if importlib.util.find_spec("lpips") is None:
-        raise UsageError("--lpips-weight needs the lpips package (pip install 'resshift-cli[train]'); it is not installed")
+        raise UsageError(
+            "--lpips-weight needs the lpips package (pip install 'resshift-cli[train]'); it is not installed"
+        )
     if not vgg_weights().is_file():
         raise UsageError(
             f"--lpips-weight needs the VGG-16 weights at {vgg_weights()} (torchvision's ImageNet VGG-16);"
