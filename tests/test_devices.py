@@ -1,11 +1,16 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
+from resshift_cli import devices
 from resshift_cli.devices import (
+    CPU_CLASSES,
     autocast,
     available_cpus,
+    class_of_flags,
     configure_threads,
     cpu_has_native_bf16,
     generator,
@@ -71,3 +76,67 @@ def test_channels_last_only_for_reduced_precision_on_cpu_and_cuda() -> None:
     assert memory_format(cpu, torch.bfloat16) == torch.channels_last
     assert memory_format(torch.device("cuda"), torch.float16) == torch.channels_last
     assert memory_format(mps, torch.float16) == torch.contiguous_format
+
+
+AMX = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"})
+ZEN4 = frozenset({"avx2", "avx512f", "avx512_bf16"})
+SKYLAKE = frozenset({"avx2", "avx512f"})
+HASWELL = frozenset({"avx", "avx2"})
+
+
+@pytest.fixture
+def uncapped(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+    return monkeypatch
+
+
+def test_cpu_class_of_cpuinfo_flags() -> None:
+    assert [class_of_flags(f) for f in (AMX, ZEN4, SKYLAKE, HASWELL, frozenset({"sse4_2"}))] == list(
+        CPU_CLASSES
+    )
+    assert class_of_flags(frozenset({"avx2", "amx_tile"})) == "avx2"  # AMX tiles without BF16: not the class
+
+
+def test_cpu_flags_are_read_from_the_flags_lines(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("model name\t: AMD EPYC with avx512f in its name\nflags\t\t: fpu avx2 avx512_bf16\n")
+    assert devices.cpu_flags(cpuinfo) == {"fpu", "avx2", "avx512_bf16"}
+    assert devices.cpu_flags(tmp_path / "missing") is None
+    monkeypatch.setattr(devices, "cpu_flags", lambda: None)
+    assert devices.cpu_hardware_class() in CPU_CLASSES  # torch's own detection stands in
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "expected"),
+    [
+        (AMX, {}, "amx"),
+        (AMX, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, "amx"),
+        (AMX, {"ONEDNN_MAX_CPU_ISA": "avx512_core_bf16"}, "avx512-bf16"),
+        (AMX, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE"}, "avx512"),
+        (AMX, {"ONEDNN_MAX_CPU_ISA": "AVX2"}, "avx2"),
+        (AMX, {"ATEN_CPU_CAPABILITY": "avx2"}, "avx2"),
+        (AMX, {"ATEN_CPU_CAPABILITY": "avx512"}, "amx"),
+        (AMX, {"ATEN_CPU_CAPABILITY": "default"}, "other"),
+        (ZEN4, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}, "avx512-bf16"),  # a cap never raises the class
+        (HASWELL, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, "avx2"),
+        (ZEN4, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16", "ATEN_CPU_CAPABILITY": "avx2"}, "avx2"),
+    ],
+)
+def test_cpu_class_is_the_hardware_lowered_by_the_caps(uncapped, flags, env, expected) -> None:
+    uncapped.setattr(devices, "cpu_flags", lambda: flags)
+    for name, value in env.items():
+        uncapped.setenv(name, value)
+    assert devices.cpu_class() == expected
+    native = expected in ("amx", "avx512-bf16")
+    assert devices.cpu_has_native_bf16() is native
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu) == (torch.bfloat16 if native else torch.float32)
+    assert resolve_precision("bf16", cpu) == torch.bfloat16  # an explicit precision is never overridden
+
+
+def test_caps_name_the_variables_that_lower_the_class(uncapped) -> None:
+    assert devices.cpu_class_caps() == {}
+    uncapped.setenv("ONEDNN_MAX_CPU_ISA", "avx2")
+    uncapped.setenv("ATEN_CPU_CAPABILITY", "avx512")
+    assert devices.cpu_class_caps() == {"ONEDNN_MAX_CPU_ISA=AVX2": "avx2"}

@@ -52,13 +52,89 @@ def _check_available(device: torch.device) -> None:
         raise UsageError(f"unsupported device {device}; use auto, cpu, cuda, cuda:N or mps")
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX), read from /proc/cpuinfo."""
+ONEDNN_ISA_ENV = "ONEDNN_MAX_CPU_ISA"
+"""oneDNN's cap on the instruction sets its convolutions and matmuls use (read once, at its first use)."""
+ATEN_CAPABILITY_ENV = "ATEN_CPU_CAPABILITY"
+"""ATen's cap on its vectorised kernels: default, avx2 or avx512 (read when torch is imported)."""
+CPU_CLASSES = ("amx", "avx512-bf16", "avx512", "avx2", "other")
+"""CPU classes from the fastest down: AMX tiles; AVX-512 with BF16 dot products; AVX-512; AVX2; anything else.
+The first two compute bfloat16 natively."""
+_NATIVE_BF16 = ("amx", "avx512-bf16")
+_ONEDNN_CAPS = {
+    "avx512-bf16": ("AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512"),
+    "avx512": ("AVX512_CORE", "AVX512_CORE_VNNI"),
+    "avx2": ("AVX2", "AVX2_VNNI", "AVX2_VNNI_2"),
+    "other": ("SSE41", "AVX"),
+}
+"""oneDNN ISA names (its `dnnl_cpu_isa_t`, upper case as the variable takes them) → the class they cap at;
+the AMX names, DEFAULT and names not listed here leave the class uncapped."""
+_ATEN_CAPS = {"avx2": "avx2", "default": "other"}
+"""ATEN_CPU_CAPABILITY values → the class they cap at; avx512 leaves it uncapped."""
+
+
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> frozenset[str] | None:
+    """The CPU feature flags of /proc/cpuinfo (Linux x86), or None where there is no such file."""
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        text = cpuinfo.read_text()
     except OSError:
-        return False
-    return any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+        return None
+    lines = (line.partition(":")[2] for line in text.splitlines() if line.startswith("flags"))
+    return frozenset(flag for line in lines for flag in line.split())
+
+
+def class_of_flags(flags: frozenset[str]) -> str:
+    """The `CPU_CLASSES` entry a set of /proc/cpuinfo flags belongs to."""
+    if {"amx_tile", "amx_bf16"} <= flags:
+        return "amx"
+    if {"avx512_bf16", "avx512f"} <= flags:
+        return "avx512-bf16"
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2" if "avx2" in flags else "other"
+
+
+def _class_from_torch() -> str:
+    """The class from torch's own CPU detection, for systems without /proc/cpuinfo."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability.startswith("AVX512"):
+        if getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)():
+            return "amx"
+        bf16 = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()
+        return "avx512-bf16" if bf16 else "avx512"
+    return "avx2" if capability == "AVX2" else "other"
+
+
+def cpu_hardware_class() -> str:
+    """What the CPU itself offers: /proc/cpuinfo flags on Linux, torch's detection elsewhere."""
+    flags = cpu_flags()
+    return _class_from_torch() if flags is None else class_of_flags(flags)
+
+
+def cpu_class_caps() -> dict[str, str]:
+    """The environment caps in force, `{variable=value: class it caps at}` (empty when uncapped)."""
+    caps = {}
+    isa = os.environ.get(ONEDNN_ISA_ENV, "").strip().upper()
+    for cls, names in _ONEDNN_CAPS.items():
+        if isa in names:
+            caps[f"{ONEDNN_ISA_ENV}={isa}"] = cls
+    aten = os.environ.get(ATEN_CAPABILITY_ENV, "").strip().lower()
+    if aten in _ATEN_CAPS:
+        caps[f"{ATEN_CAPABILITY_ENV}={aten}"] = _ATEN_CAPS[aten]
+    return caps
+
+
+def cpu_class() -> str:
+    """The CPU class torch really computes at: the hardware's (`cpu_hardware_class`) lowered by the caps of
+    `$ONEDNN_MAX_CPU_ISA` and `$ATEN_CPU_CAPABILITY`; one of `CPU_CLASSES`."""
+    return max([cpu_hardware_class(), *cpu_class_caps().values()], key=CPU_CLASSES.index)
+
+
+def cpu_has_native_bf16() -> bool:
+    """Whether the CPU computes bfloat16 natively (AVX512-BF16 or AMX) under the environment's caps."""
+    return cpu_class() in _NATIVE_BF16
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:

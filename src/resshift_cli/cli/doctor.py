@@ -10,8 +10,20 @@ from pathlib import Path
 import torch
 
 from resshift_cli import __version__, cache, locations, registry
-from resshift_cli.devices import DEVICE_ENV, PRECISIONS, mps_available, resolve_device, resolve_precision
+from resshift_cli.devices import (
+    DEVICE_ENV,
+    PRECISIONS,
+    available_cpus,
+    cpu_class,
+    cpu_class_caps,
+    cpu_hardware_class,
+    memory_format,
+    mps_available,
+    resolve_device,
+    resolve_precision,
+)
 from resshift_cli.errors import ResshiftError
+from resshift_cli.pipeline import tile_batch_for
 
 _DTYPES = {name: resolve_precision(name, torch.device("cpu")) for name in PRECISIONS if name != "auto"}
 _DTYPE_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
@@ -52,9 +64,33 @@ def _cuda_lines() -> list[str]:
     return lines
 
 
+def _cpu_class_lines() -> list[str]:
+    """The CPU class (hardware, lowered by any instruction-set caps) and what the defaults pick on it."""
+    cpu, caps = torch.device("cpu"), cpu_class_caps()
+    capped = f", capped by {', '.join(caps)}" if caps else ""
+    capability = torch.backends.cpu.get_cpu_capability()
+    auto = resolve_precision("auto", cpu)
+    layout = "channels-last" if memory_format(cpu, auto) == torch.channels_last else "contiguous"
+    threads = (
+        f"{torch.get_num_threads()} threads (OMP_NUM_THREADS)"
+        if "OMP_NUM_THREADS" in os.environ
+        else f"{available_cpus()} threads"
+    )
+    return [
+        f"  cpu class: {cpu_class()} (hardware {cpu_hardware_class()}{capped}; torch capability {capability})",
+        f"  cpu defaults: precision auto → {_DTYPE_NAMES[auto]}, {layout} memory format, {threads},"
+        f" denoiser tile batch {tile_batch_for(cpu)}",
+    ]
+
+
 def _device_lines() -> list[str]:
     cpu = torch.device("cpu")
-    lines = ["devices:", f"  cpu: {torch.get_num_threads()} threads; {_precisions(cpu)}", *_cuda_lines()]
+    lines = [
+        "devices:",
+        f"  cpu: {torch.get_num_threads()} threads; {_precisions(cpu)}",
+        *_cpu_class_lines(),
+        *_cuda_lines(),
+    ]
     mps = f"available; {_precisions(torch.device('mps'))}" if mps_available() else "not available"
     lines.append(f"  mps: {mps}")
     try:
