@@ -68,7 +68,7 @@ def _cpu_class_lines() -> list[str]:
     """The CPU class (hardware, lowered by any instruction-set caps) and what the defaults pick on it."""
     cpu, caps = torch.device("cpu"), cpu_class_caps()
     capped = f", capped by {', '.join(caps)}" if caps else ""
-    capability = torch.backends.cpu.get_cpu_capability()
+    torch_says = f"torch capability {torch.backends.cpu.get_cpu_capability()}"
     auto = resolve_precision("auto", cpu)
     layout = "channels-last" if memory_format(cpu, auto) == torch.channels_last else "contiguous"
     threads = (
@@ -77,7 +77,7 @@ def _cpu_class_lines() -> list[str]:
         else f"{available_cpus()} threads"
     )
     return [
-        f"  cpu class: {cpu_class()} (hardware {cpu_hardware_class()}{capped}; torch capability {capability})",
+        f"  cpu class: {cpu_class()} (hardware {cpu_hardware_class()}{capped}; {torch_says})",
         f"  cpu defaults: precision auto → {_DTYPE_NAMES[auto]}, {layout} memory format, {threads},"
         f" denoiser tile batch {tile_batch_for(cpu)}",
     ]
