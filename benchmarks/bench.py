@@ -16,6 +16,13 @@ the baseline stays the full-step run, so the PSNR column shows what the saved st
 `--compile on` (or `both`) runs the UNet through torch.compile: one untimed warm-up run compiles it first
 (its time is the "warm-up s" column), and the denoise column is then total − encode − decode, since a
 compiled module cannot carry the timing hooks.
+
+`--cpu-class amx,avx512-bf16,avx2` measures each case once per CPU class on this one machine: every
+worker runs with the instruction sets PyTorch may use capped through the environment (oneDNN's
+ONEDNN_MAX_CPU_ISA for convolutions and matmuls, ATen's ATEN_CPU_CAPABILITY for its own kernels), checks
+that it really got the class (torch's reported capability, native bf16 or not) and refuses a class this CPU
+cannot provide. Each class has its own float32 baseline; `--precisions auto` follows the capped class (bf16
+only where it is native). `native` (the default) runs with both variables removed.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -38,8 +46,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from resshift_cli import registry
-from resshift_cli.devices import resolve_device, resolve_precision
+from resshift_cli import devices, registry
+from resshift_cli.devices import (
+    ATEN_CAPABILITY_ENV,
+    ONEDNN_ISA_ENV,
+    precision_name,
+    resolve_device,
+    resolve_precision,
+)
 from resshift_cli.loading import LoadedModel, load_model, networks
 from resshift_cli.pipeline import UpscaleOptions
 from resshift_cli.runner import Runtime, upscale_tensor
@@ -49,11 +63,23 @@ IMAGE_SEED = 1
 RANDOM_GAIN = 0.5
 """Random weights are PyTorch's default initialisation times this gain, so activations stay finite."""
 
+CLASS_CAPS: dict[str, tuple[str, str] | None] = {
+    "native": None,
+    "amx": ("AVX512_CORE_AMX", "avx512"),
+    "avx512-bf16": ("AVX512_CORE_BF16", "avx512"),
+    "avx512": ("AVX512_CORE", "avx512"),
+    "avx2": ("AVX2", "avx2"),
+}
+"""--cpu-class name → (ONEDNN_MAX_CPU_ISA, ATEN_CPU_CAPABILITY) its workers run under; native: neither set."""
+REFUSED = 3
+"""Exit status of a worker (and of the benchmark) that refuses a CPU class this machine cannot provide."""
+
 STAGES = ("encode", "denoise", "decode")
 GIB = 2**30
 COLUMNS = (
     ("model", "{}"),
     ("device", "{}"),
+    ("cpu class", "{}"),
     ("precision", "{}"),
     ("lr", "{}"),
     ("tile", "{}"),
@@ -95,15 +121,18 @@ class Case:
     steps: int = 0
     """Sampling steps; 0 = the model's trained steps."""
     baseline_precision: str = "fp32"
+    cpu_class: str = "native"
+    """A `CLASS_CAPS` name: the instruction sets the worker may use."""
 
     def label(self) -> str:
         label = f"{self.model} {self.device} {self.precision} lr {self.size} tile {self.tile or 'off'}"
+        label += f" cpu {self.cpu_class}" if self.cpu_class != "native" else ""
         return label + (" compiled" if self.compile else "") + (f" {self.steps} steps" if self.steps else "")
 
     @property
     def baseline(self) -> Case:
-        """The untiled eager run of the same image on the same device with all trained steps, in
-        `baseline_precision` (float32 unless --baseline-precision)."""
+        """The untiled eager run of the same image on the same device and CPU class with all trained steps,
+        in `baseline_precision` (float32 unless --baseline-precision)."""
         return dataclasses.replace(
             self, precision=self.baseline_precision, tile=0, tile_overlap=0, compile=False, steps=0
         )
@@ -129,6 +158,13 @@ class Measurement:
     peak_gib: float | None
     memory: str
     notes: list[str]
+    cpu_class: str
+    """The class the run really computed at (`devices.cpu_class()` under the caps)."""
+    cpu_caps: list[str]
+    """The cap variables the run had, `NAME=value`; empty for `native`."""
+    cpu_capability: str
+    """torch's reported ATen capability (`torch.backends.cpu.get_cpu_capability()`)."""
+    native_bf16: bool
     warmup_s: float | None = None
     process_s: float | None = None
     speedup: float | None = None
@@ -140,6 +176,7 @@ class Measurement:
         return {
             "model": self.model,
             "device": self.device,
+            "cpu class": self.cpu_class,
             "precision": self.precision,
             "lr": f"{self.lr}x{self.lr}",
             "tile": self.tile or "off",
@@ -255,6 +292,45 @@ def peak_rss_gib() -> float | None:
     return peak / GIB if sys.platform == "darwin" else peak * 1024 / GIB
 
 
+class Refused(RuntimeError):
+    """A CPU class this machine cannot provide (or that did not take effect): one line, no measurement."""
+
+
+def class_environment(cpu_class: str, base: dict[str, str]) -> dict[str, str]:
+    """`base` with the caps of `cpu_class` set (or, for native, both cap variables removed)."""
+    env = {k: v for k, v in base.items() if k not in (ONEDNN_ISA_ENV, ATEN_CAPABILITY_ENV)}
+    caps = CLASS_CAPS[cpu_class]
+    if caps is not None:
+        env[ONEDNN_ISA_ENV], env[ATEN_CAPABILITY_ENV] = caps
+    return env
+
+
+def refuse_unavailable(classes: Sequence[str]) -> None:
+    """Refuse (before anything runs) a class above what this CPU offers: a cap cannot add instructions."""
+    hardware = devices.cpu_hardware_class()
+    rank = devices.CPU_CLASSES.index
+    possible = [name for name in CLASS_CAPS if name == "native" or rank(name) >= rank(hardware)]
+    for name in classes:
+        if name not in possible:
+            raise Refused(
+                f"--cpu-class {name} is not available: this CPU is {hardware}; it can measure"
+                f" {', '.join(possible)}"
+            )
+
+
+def verify_cpu_class(requested: str) -> None:
+    """In the worker: refuse unless the caps gave exactly the requested class and ATen capability."""
+    caps = CLASS_CAPS[requested]
+    if caps is None:
+        return
+    got, capability = devices.cpu_class(), torch.backends.cpu.get_cpu_capability()
+    if got != requested or capability.lower() != caps[1]:
+        raise Refused(
+            f"--cpu-class {requested} did not take effect: the worker computes at {got}"
+            f" (torch capability {capability})"
+        )
+
+
 def options_for(case: Case, device: torch.device) -> UpscaleOptions:
     return UpscaleOptions(
         dtype=resolve_precision(case.precision, device),
@@ -303,6 +379,7 @@ def measure(case: Case, fresh_process: bool) -> tuple[Measurement, torch.Tensor]
     2. run the pipeline with stage hooks installed, best of `repeat` by total time;
     3. peak memory: CUDA allocator peak during the runs, else the process's peak RSS (whole life).
     """
+    verify_cpu_class(case.cpu_class)
     device = resolve_device(case.device)
     if case.threads:
         torch.set_num_threads(case.threads)
@@ -318,10 +395,12 @@ def measure(case: Case, fresh_process: bool) -> tuple[Measurement, torch.Tensor]
     warmup_s = timed_run(model, image, options, clock).total_s if case.compile else None
     best = min((timed_run(model, image, options, clock) for _ in range(case.repeat)), key=lambda r: r.total_s)
     peak, memory = peak_memory(device, fresh_process)
+    precision = case.precision
+    precision += f"={precision_name(options.dtype)}" if precision == "auto" else ""
     result = Measurement(
         model=model.name,
         device=str(device),
-        precision=case.precision,
+        precision=precision,
         lr=case.size,
         tile=case.tile,
         compile=case.compile,
@@ -335,18 +414,30 @@ def measure(case: Case, fresh_process: bool) -> tuple[Measurement, torch.Tensor]
         peak_gib=peak,
         memory=memory,
         notes=clock.notes,
+        cpu_class=devices.cpu_class(),
+        cpu_caps=sorted(
+            f"{name}={os.environ[name]}"
+            for name in (ONEDNN_ISA_ENV, ATEN_CAPABILITY_ENV)
+            if name in os.environ
+        ),
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
+        native_bf16=devices.cpu_has_native_bf16(),
         warmup_s=warmup_s,
     )
     return result, best.output
 
 
 def measure_in_subprocess(case: Case, workdir: Path) -> tuple[Measurement, torch.Tensor]:
-    """`measure` in a fresh Python process (so peak RSS is this case's alone); adds its wall time."""
+    """`measure` in a fresh Python process (so peak RSS is this case's alone) under the caps of the case's CPU
+    class; adds its wall time."""
     output_path = workdir / "output.npy"
     command = [sys.executable, __file__, "--worker", json.dumps(dataclasses.asdict(case)), str(output_path)]
+    env = class_environment(case.cpu_class, dict(os.environ))
     started = time.perf_counter()
-    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    done = subprocess.run(command, capture_output=True, text=True, check=False, env=env)
     elapsed = time.perf_counter() - started
+    if done.returncode == REFUSED:
+        raise Refused(done.stderr.strip().splitlines()[-1].removeprefix("error: "))
     if done.returncode != 0:
         raise RuntimeError(f"benchmark worker failed for {case}:\n{done.stderr.strip()}")
     result = Measurement(**json.loads(done.stdout.strip().splitlines()[-1]))
@@ -381,6 +472,7 @@ def make_case(
     precision: str,
     compiled: bool,
     steps: int = 0,
+    cpu_class: str = "native",
 ) -> Case:
     """The `Case` for one grid point; the overlap defaults to a quarter of the tile."""
     tile = effective_tile(size, tile)
@@ -398,18 +490,21 @@ def make_case(
         compile=compiled,
         steps=steps,
         baseline_precision=args.baseline_precision,
+        cpu_class=cpu_class,
     )
 
 
 def plan_cases(args: argparse.Namespace) -> list[Case]:
-    """Every (device, size, tile, precision, compile, steps) once, each preceded by its float32 untiled
-    full-step baseline."""
+    """Every (CPU class, device, size, tile, precision, compile, steps) once, each preceded by its float32
+    untiled full-step baseline of the same class."""
     cases: list[Case] = []
-    devices = (args.device, *args.extra_devices)
+    targets = (args.device, *args.extra_devices)
     compiles = {"off": (False,), "on": (True,), "both": (False, True)}[args.compile]
-    grid = itertools.product(devices, args.sizes, args.tiles, args.precisions, compiles, args.steps)
-    for device, size, tile, precision, compiled, steps in grid:
-        case = make_case(args, device, size, tile, precision, compiled, steps)
+    grid = itertools.product(
+        args.cpu_class, targets, args.sizes, args.tiles, args.precisions, compiles, args.steps
+    )
+    for cpu_class, device, size, tile, precision, compiled, steps in grid:
+        case = make_case(args, device, size, tile, precision, compiled, steps, cpu_class)
         for wanted in (case.baseline, case):
             if wanted not in cases:
                 cases.append(wanted)
@@ -453,11 +548,19 @@ def format_table(results: Sequence[Measurement]) -> str:
 
 
 def footnotes(results: Sequence[Measurement]) -> list[str]:
-    """What the memory column measured, and any retries the pipeline reported."""
+    """What the memory column measured, what each CPU class really ran with, and any retries the pipeline
+    reported."""
     kinds = sorted({r.memory for r in results})
     lines = [
         f"peak GiB: {', '.join(kinds)}; x base: speed-up over the untiled full-step run of the same size"
-        " (fp32 unless --baseline-precision)"
+        " and CPU class (fp32 unless --baseline-precision)"
+    ]
+    runs = {
+        (r.cpu_class, " ".join(r.cpu_caps) or "no caps", r.cpu_capability, r.native_bf16) for r in results
+    }
+    lines += [
+        f"cpu class {cls}: {caps}; torch capability {capability}; native bf16: {'yes' if bf16 else 'no'}"
+        for cls, caps, capability, bf16 in sorted(runs)
     ]
     lines += [
         f"note ({r.precision}, lr {r.lr}, tile {r.tile or 'off'}): {n}" for r in results for n in r.notes
@@ -479,6 +582,17 @@ def int_list(text: str) -> list[int]:
 
 def word_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def class_list(text: str) -> list[str]:
+    """'amx,avx2' → ['amx', 'avx2'], each a `CLASS_CAPS` name."""
+    names = word_list(text)
+    unknown = [name for name in names if name not in CLASS_CAPS]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown CPU class {unknown[0] if unknown else text!r}; use {', '.join(CLASS_CAPS)}"
+        )
+    return names
 
 
 def parser() -> argparse.ArgumentParser:
@@ -516,6 +630,12 @@ def parser() -> argparse.ArgumentParser:
         default="fp32",
         help="precision of the untiled full-step baseline run (default fp32, the exact path)",
     )
+    p.add_argument(
+        "--cpu-class",
+        type=class_list,
+        default=["native"],
+        help="CPU classes to measure, comma-separated: native (default), amx, avx512-bf16, avx512, avx2",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--repeat", type=int, default=1, help="runs per configuration; the fastest is reported")
     p.add_argument("--json", action="store_true", help="print the measurements as JSON instead of a table")
@@ -529,12 +649,23 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse the options, run every configuration, print the table (or JSON) on stdout; progress on stderr."""
     args = parser().parse_args(argv)
-    if args.worker:
-        worker(*args.worker)
-        return 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    results = run_cases(plan_cases(args), not args.no_subprocess, lambda line: print(line, file=sys.stderr))
+    try:
+        if args.worker:
+            worker(*args.worker)
+            return 0
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if args.no_subprocess and args.cpu_class != ["native"]:
+            raise Refused(
+                "--cpu-class needs a worker process per case (caps apply at start-up): drop --no-subprocess"
+            )
+        refuse_unavailable(args.cpu_class)
+        results = run_cases(
+            plan_cases(args), not args.no_subprocess, lambda line: print(line, file=sys.stderr)
+        )
+    except Refused as err:
+        print(f"error: {err}", file=sys.stderr)
+        return REFUSED
     if args.json:
         print(json.dumps([as_json(r) for r in results], indent=2))
     else:
