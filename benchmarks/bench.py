@@ -176,7 +176,7 @@ class Measurement:
         return {
             "model": self.model,
             "device": self.device,
-            "cpu class": self.cpu_class,
+            "cpu class": self.cpu_class if self.cpu_caps else f"native={self.cpu_class}",
             "precision": self.precision,
             "lr": f"{self.lr}x{self.lr}",
             "tile": self.tile or "off",

@@ -42,6 +42,13 @@ def restore_threads():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def uncapped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caps of a CPU class are the benchmark's to set: none leak in from the caller's environment."""
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
+
+
 def _run(bench: ModuleType, capsys: pytest.CaptureFixture[str], *options: str) -> str:
     common = ["--sizes", "16", "--tiles", "0", "--device", "cpu", "--threads", "1", "--no-subprocess"]
     assert bench.main([*common, *options]) == 0
@@ -54,12 +61,12 @@ def test_table_has_every_column_and_the_baseline_row(bench, tiny_folder, capsys)
     assert header.split() == [word for name, _ in bench.COLUMNS for word in name.split()]
     assert set(rule) == {"-", " "}
     cells = rows[0].split()
-    assert cells[:8] == ["tiny-v3", "cpu", cpu_class(), "fp32", "16x16", "off", "off", "4"]
+    assert cells[:8] == ["tiny-v3", "cpu", f"native={cpu_class()}", "fp32", "16x16", "off", "off", "4"]
     assert cells[-2:] == ["1.00", "inf"]
     assert float(cells[8]) == pytest.approx(64 * 64 / 1e6, abs=1e-3)
     assert cells[10] == "-"  # no warm-up run without --compile
     assert rows[1].startswith("peak GiB: rss")
-    assert rows[2].startswith(f"cpu class {cpu_class()}: ")
+    assert rows[2].startswith(f"cpu class {cpu_class()}: no caps; torch capability ")
 
 
 def test_json_reports_stages_and_finite_psnr_against_fp32(bench, tiny_folder, capsys):
@@ -165,8 +172,6 @@ def test_a_worker_whose_caps_did_not_take_refuses(bench, monkeypatch):
     """A worker started without its caps, or whose torch read ATEN_CPU_CAPABILITY before it was set (as this
     test process did), must not run at another class."""
     monkeypatch.setattr(devices, "cpu_flags", lambda: ZEN4)
-    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
-    monkeypatch.delenv("ATEN_CPU_CAPABILITY", raising=False)
     with pytest.raises(
         bench.Refused, match="--cpu-class avx2 did not take effect: the worker computes at avx512"
     ):
