@@ -10,7 +10,9 @@ shift 2
 stages=${*:-data train eval export}
 here=$(cd "$(dirname "$0")" && pwd)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-iterations=${LITE_ITERATIONS:-1500}
+iterations=${LITE_ITERATIONS:-1800}
+common=(--degradation realesrgan --crop 256 --batch-size 4 --lr-schedule cosine --lr-floor 2e-5
+  --val "$data/val" --save-every 100 --workers 1 --seed 0 --precision auto)
 
 for stage in $stages; do
   case $stage in
@@ -21,10 +23,8 @@ for stage in $stages; do
     train)
       resume=()
       [[ -f "$run/last/state.pt" ]] && resume=(--resume)
-      resshift train "$data/train" -o "$run" --arch lite --degradation realesrgan --crop 256 \
-        --batch-size 8 --iterations "$iterations" --learning-rate 5e-4 --warmup 100 --lr-schedule cosine \
-        --lr-floor 2e-5 --ema-rate 0.995 --val "$data/val" --val-every 200 --save-every 100 --workers 1 \
-        --seed 0 --precision auto "${resume[@]}"
+      resshift train "$data/train" -o "$run" --arch lite "${common[@]}" --iterations "$iterations" \
+        --learning-rate 1.5e-3 --warmup 100 --ema-rate 0.99 --val-every 200 "${resume[@]}"
       ;;
     eval)
       resshift eval --lr "$data/test-lr" --gt "$data/test-hr" --model "$run/final" --seed 0 -q \
