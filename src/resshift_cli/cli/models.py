@@ -187,9 +187,8 @@ def verify(
         list[str] | None, typer.Argument(help="Cached models to check (default: all).", show_default=False)
     ] = None,
 ) -> None:
-    """Re-hash cached (and built-in) models against their manifests (exit code 1 when any file changed)."""
-    builtins = [cache.builtin_folder(b) for b in registry.BUILTIN.values()]
-    folders = [_verify_folder(name) for name in names] if names else [*builtins, *cache.cached_models()]
+    """Re-hash cached models (or a built-in one by name) against their manifests (exit 1 when any changed)."""
+    folders = [_verify_folder(name) for name in names] if names else cache.cached_models()
     if not folders:
         print(f"no models in the cache ({locations.models_dir()})")
     failed = [folder.name for folder in folders if not _report_verification(folder)]
