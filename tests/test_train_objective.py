@@ -9,6 +9,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from resshift_cli import metrics
 from resshift_cli.schedule import make_schedule
 from resshift_cli.train.loop import TrainOptions, learning_rate
 from resshift_cli.train.objective import decode_for_loss, diffusion_loss
@@ -68,6 +69,13 @@ def test_learning_rate_warms_up_then_holds_or_anneals() -> None:
     assert learning_rate(10, cosine) == pytest.approx(1e-4)
     assert learning_rate(55, cosine) == pytest.approx(6e-5)
     assert learning_rate(100, cosine) == pytest.approx(2e-5)
+
+
+def test_validation_psnr_is_the_metrics_protocol() -> None:
+    """Validation reports the same PSNR(Y) as `resshift eval` (`metrics.psnr_y`), on (3, H, W) tensors."""
+    sr, hr = torch.rand((3, 24, 20), generator=torch.Generator().manual_seed(1)), torch.rand((3, 24, 20))
+    to_hwc = lambda x: x.permute(1, 2, 0).numpy()  # noqa: E731
+    assert psnr_y(sr, hr, 4) == metrics.psnr_y(to_hwc(sr), to_hwc(hr), crop=4)
 
 
 def test_psnr_y_follows_the_sr_convention() -> None:

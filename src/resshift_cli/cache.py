@@ -8,6 +8,7 @@ and renamed into place (`fileio.staged_folder`), so a folder that exists is comp
 
 from __future__ import annotations
 
+import importlib.resources
 import os
 import shutil
 from collections.abc import Sequence
@@ -31,7 +32,7 @@ from resshift_cli.locations import (
 )
 from resshift_cli.manifest import MANIFEST_FILE, MODEL_FILES, file_record, write_manifest
 from resshift_cli.progress import ProgressCallback
-from resshift_cli.registry import ModelEntry
+from resshift_cli.registry import BuiltinModel, ModelEntry
 from resshift_cli.release import PART_SUFFIX, fetch_release_file, release_base_url
 
 
@@ -44,6 +45,8 @@ def resolve_model(spec: str, *, keep_pth: bool = False, progress: ProgressCallba
     """
     if spec.startswith(HUB_PREFIX):
         return fetch_hub_model(parse_hub_spec(spec), progress=progress)
+    if spec in registry.BUILTIN:
+        return builtin_folder(registry.BUILTIN[spec])
     if spec in registry.MODELS:
         return named_model(registry.MODELS[spec], keep_pth=keep_pth, progress=progress)
     path = Path(spec).expanduser()
@@ -55,6 +58,17 @@ def resolve_model(spec: str, *, keep_pth: bool = False, progress: ProgressCallba
 
 
 # Named models ------------------------------------------------------------------------------------------
+
+
+def builtin_folder(entry: BuiltinModel) -> Path:
+    """The packaged folder of a built-in model (inside the installed package: read it, never write it)."""
+    folder = Path(str(importlib.resources.files("resshift_cli") / registry.BUILTIN_DIR / entry.name))
+    if not (folder / MANIFEST_FILE).is_file():
+        raise ModelError(
+            f"{folder}: the built-in model {entry.name} is missing from this installation; "
+            "reinstall resshift-cli"
+        )
+    return folder
 
 
 def _complete(folder: Path) -> bool:
@@ -81,7 +95,8 @@ def named_model(
     if offline():
         raise DownloadError(
             f"{entry.name} is not in the cache ({folder}) and HF_HUB_OFFLINE is set; on a connected machine "
-            f"run `resshift models download {entry.name}` and copy that folder here, or use --model DIR"
+            f"run `resshift models download {entry.name}` and copy that folder here, or use --model DIR, "
+            f"{registry.OFFLINE_HINT}"
         )
     try:
         with locked(lock_path(entry.name), f"to finish fetching {entry.name}", progress):
@@ -172,6 +187,11 @@ def folder_size(folder: Path) -> int:
 
 def remove_cached(name: str, *, progress: ProgressCallback | None = None) -> list[Path]:
     """Delete a model from the cache (its folder and any kept or partial download); returns what went."""
+    if name in registry.BUILTIN:
+        raise UsageError(
+            f"{name} is built into resshift-cli ({builtin_folder(registry.BUILTIN[name])}): it takes no "
+            "cache space and cannot be removed"
+        )
     entry = registry.MODELS.get(name)
     folder = models_dir() / name
     if not folder.is_dir() and entry is None:

@@ -19,6 +19,7 @@ from resshift_cli.errors import DownloadError, ResshiftError, UsageError, first_
 from resshift_cli.locations import DISK_FULL, disk_error, offline
 from resshift_cli.manifest import MANIFEST_FILE, MODEL_FILES
 from resshift_cli.progress import ProgressCallback
+from resshift_cli.registry import OFFLINE_HINT
 from resshift_cli.release import unreachable
 
 HUB_PREFIX = "hf://"
@@ -129,7 +130,7 @@ def _hub_error(err: Exception, spec: HubSpec, filename: str) -> ResshiftError:
         reason = "HF_HUB_OFFLINE is set" if offline() else f"{endpoint} cannot be reached"
         return DownloadError(
             f"{spec}: {filename} is not in the Hugging Face cache and {reason}; on a connected machine run "
-            f"`resshift models export {spec} DIR`, copy DIR here and use --model DIR"
+            f"`resshift models export {spec} DIR`, copy DIR here and use --model DIR, {OFFLINE_HINT}"
         )
     if isinstance(err, EntryNotFoundError):
         return DownloadError(f"{spec}: the repository has no {filename} (is it a resshift model folder?)")

@@ -16,6 +16,8 @@ LICENSE_NOTE = (
     "S-Lab License 1.0 (NTU): non-commercial use only; commercial use needs the authors' permission"
 )
 DEFAULT_MODEL = "realsr-v1"
+BUILTIN_DIR = "builtin"
+"""Folder inside the `resshift_cli` package that holds the built-in model folders (`builtin/<name>/`)."""
 
 
 @dataclass(frozen=True)
@@ -88,14 +90,50 @@ MODELS: dict[str, ModelEntry] = {
 }
 
 
+@dataclass(frozen=True)
+class BuiltinModel:
+    """A model shipped inside the package (`resshift_cli/builtin/<name>/`): no download, read-only."""
+
+    name: str
+    description: str
+    steps: int
+    license: str
+    license_note: str
+    card: str = "MODEL_CARD.md"
+
+
+BUILTIN: dict[str, BuiltinModel] = {
+    entry.name: entry
+    for entry in (
+        BuiltinModel(
+            "lite",
+            "Our own small ×4 model (5.2 M parameters, space-to-depth latent), trained on CPU on 17 photos; "
+            "fast, works offline, well below realsr-v1..v3 in quality",
+            4,
+            "MIT",
+            "MIT, as resshift-cli; trained on photos under GPL-2+, LGPL-3 and CC-BY-SA-3.0 (model card)",
+        ),
+    )
+}
+
+OFFLINE_HINT = "or use the built-in model now: --model lite (small, offline, lower quality than the default)"
+"""Appended to every "cannot fetch the default weights" message."""
+
+
+def known_names() -> str:
+    """Every name `--model` accepts, built-in ones marked."""
+    return ", ".join([*MODELS, *(f"{name} (built in)" for name in BUILTIN)])
+
+
 def get(name: str) -> ModelEntry:
-    """Look up a named model; an unknown name is a usage error that lists the known ones."""
+    """Look up a downloadable named model; an unknown name is a usage error that lists the known ones."""
+    if name in BUILTIN:
+        raise UsageError(f"{name} is a built-in model: it has no official release to download or convert")
     try:
         return MODELS[name]
     except KeyError:
-        known = ", ".join(MODELS)
         raise UsageError(
-            f"unknown model {name!r}; known models: {known} (or a model folder, or hf://owner/name)"
+            f"unknown model {name!r}; known models: {known_names()} (or a model folder, or hf://owner/name)"
         ) from None
 
 

@@ -44,7 +44,8 @@ def unreachable(host: str, reason: str, what: str) -> str:
     """The message for a server that cannot be reached, with the offline way round it."""
     return (
         f"cannot reach {host} to fetch {what} ({reason}); on a machine with network run "
-        "`resshift models download NAME` and copy the folder it prints, or use --model DIR"
+        "`resshift models download NAME` and copy the folder it prints, or use --model DIR, "
+        f"{registry.OFFLINE_HINT}"
     )
 
 

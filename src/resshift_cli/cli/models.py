@@ -45,7 +45,7 @@ def _megabytes(size: int) -> str:
 
 @app.command("list")
 def list_models() -> None:
-    """List the named models: sampling steps, size, whether they are cached, license."""
+    """List the named models: sampling steps, size, whether they are cached (or built in), license."""
     caption = f"cache: {locations.models_dir()}"
     table = Table("name", "steps", "size", "cached", "license", caption=caption)
     for entry in registry.MODELS.values():
@@ -57,6 +57,9 @@ def list_models() -> None:
         )
         name = entry.name + (" (default)" if entry.name == registry.DEFAULT_MODEL else "")
         table.add_row(name, str(entry.steps), size, "yes" if folder else "no", entry.license)
+    for builtin in registry.BUILTIN.values():
+        size = f"{_megabytes(cache.folder_size(cache.builtin_folder(builtin)))}, built in"
+        table.add_row(builtin.name, str(builtin.steps), size, "yes", builtin.license)
     Console().print(table)
 
 
@@ -133,6 +136,20 @@ def _folder_lines(folder: Path) -> list[str]:
     return lines
 
 
+def _builtin_lines(builtin: registry.BuiltinModel) -> list[str]:
+    """What a built-in model is, its folder, then its model card."""
+    folder = cache.builtin_folder(builtin)
+    lines = [
+        f"name: {builtin.name}",
+        f"description: {builtin.description}",
+        f"license: {builtin.license_note}",
+        "source: built into resshift-cli (no download)",
+        *_folder_lines(folder),
+    ]
+    card_path = folder / builtin.card
+    return [*lines, "", card_path.read_text(encoding="utf-8").rstrip()] if card_path.is_file() else lines
+
+
 def _info_lines(spec: str) -> list[str]:
     if spec.startswith(hub.HUB_PREFIX):
         parsed = hub.parse_hub_spec(spec)
@@ -140,6 +157,8 @@ def _info_lines(spec: str) -> list[str]:
             f"source: {parsed}",
             *_folder_lines(hub.fetch_hub_model(parsed, files=(CONFIG_FILE,))),
         ]
+    if spec in registry.BUILTIN:
+        return _builtin_lines(registry.BUILTIN[spec])
     if spec not in registry.MODELS and Path(spec).expanduser().is_dir():
         return _folder_lines(Path(spec).expanduser())
     entry = registry.get(spec)
@@ -161,8 +180,8 @@ def verify(
         list[str] | None, typer.Argument(help="Cached models to check (default: all).", show_default=False)
     ] = None,
 ) -> None:
-    """Re-hash cached models against their manifests (exit code 1 when any file changed)."""
-    folders = [locations.models_dir() / name for name in names] if names else cache.cached_models()
+    """Re-hash cached models (or a built-in one by name) against their manifests (exit 1 when any changed)."""
+    folders = [_verify_folder(name) for name in names] if names else cache.cached_models()
     if not folders:
         print(f"no models in the cache ({locations.models_dir()})")
     failed = [folder.name for folder in folders if not _report_verification(folder)]
@@ -170,6 +189,12 @@ def verify(
         raise ModelError(
             f"verification failed for {', '.join(failed)}; `resshift models remove NAME` and fetch again"
         )
+
+
+def _verify_folder(name: str) -> Path:
+    """The folder `models verify NAME` checks: the packaged one for a built-in model, else the cache's."""
+    builtin = registry.BUILTIN.get(name)
+    return cache.builtin_folder(builtin) if builtin else locations.models_dir() / name
 
 
 def _report_verification(folder: Path) -> bool:
@@ -183,7 +208,7 @@ def _report_verification(folder: Path) -> bool:
 
 @app.command()
 def remove(name: Annotated[str, typer.Argument(help="A cached model name.", show_default=False)]) -> None:
-    """Delete a model from the cache (with any kept or partial download)."""
+    """Delete a model from the cache (with any kept or partial download); built-in models stay."""
     with download_progress(True) as progress:
         removed = cache.remove_cached(name, progress=progress)
     if not removed:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from resshift_cli import metrics
 from resshift_cli.loading import LoadedModel
 from resshift_cli.pipeline import UpscaleOptions, to_unit, upscale_tensor
 from resshift_cli.schedule import Schedule
@@ -15,23 +15,11 @@ from resshift_cli.train.data import NOISE_STREAM, VALIDATION_STREAM, Example, Pa
 from resshift_cli.train.data import keyed_generator as keyed
 from resshift_cli.train.objective import diffusion_loss, latent_shape
 
-_Y_WEIGHTS = (65.481, 128.553, 24.966)
-"""ITU-R BT.601 RGB → Y for [0, 1] inputs, Y in [16, 235] (Matlab `rgb2ycbcr`, as SR papers use)."""
-
 
 def psnr_y(sr: Tensor, hr: Tensor, border: int) -> float:
-    """PSNR in dB of the Y channel, both (3, H, W) in [0, 1] rounded to 8-bit levels, `border` pixels
-    cropped on every side. The one place validation measures quality; it can point at `metrics` later."""
-
-    def luma(x: Tensor) -> Tensor:
-        x = torch.round(x.double().clamp(0, 1) * 255) / 255
-        return 16 + sum(w * c for w, c in zip(_Y_WEIGHTS, x, strict=True))
-
-    diff = luma(sr) - luma(hr)
-    if border:
-        diff = diff[border:-border, border:-border]
-    mse = float(torch.mean(diff**2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+    """PSNR in dB of the Y channel of (3, H, W) images in [0, 1], `border` pixels cropped on every side:
+    `metrics.psnr_y`, the protocol `resshift eval` reports (8-bit rounding, BT.601 Y, float64)."""
+    return metrics.psnr_y(sr.permute(1, 2, 0).double().numpy(), hr.permute(1, 2, 0).double().numpy(), border)
 
 
 @dataclass(frozen=True)
