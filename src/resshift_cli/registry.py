@@ -108,7 +108,7 @@ BUILTIN: dict[str, BuiltinModel] = {
         BuiltinModel(
             "lite",
             "Our own small ×4 model (5.2 M parameters, space-to-depth latent), trained on CPU on 17 photos; "
-            "fast, works offline, well below realsr-v1..v3 in quality",
+            "fast, works offline; a preview, under-trained: below bicubic on PSNR so far (model card)",
             4,
             "MIT",
             "MIT, as resshift-cli; trained on photos under GPL-2+, LGPL-3 and CC-BY-SA-3.0 (model card)",
@@ -116,7 +116,10 @@ BUILTIN: dict[str, BuiltinModel] = {
     )
 }
 
-OFFLINE_HINT = "or use the built-in model now: --model lite (small, offline, lower quality than the default)"
+OFFLINE_HINT = (
+    "or try the built-in model now: --model lite (small and offline;"
+    " a preview that does not yet beat bicubic)"
+)
 """Appended to every "cannot fetch the default weights" message."""
 
 
