@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from resshift_cli.config import UNetConfig, space_to_depth
+from resshift_cli.config import space_to_depth
 from resshift_cli.images import model_rgb, read_picture
 from resshift_cli.loading import load_model, write_model_folder
 from resshift_cli.metrics import psnr_y
@@ -18,23 +18,13 @@ from resshift_cli.pipeline import UpscaleOptions, upscale_tensor
 from resshift_cli.presets import get, init_unet
 from resshift_cli.train import PairOptions, TrainOptions, TrainPairs, fit, scan
 from train_helpers import (
+    MICRO_UNET,
     one_thread,  # noqa: F401 (an autouse fixture)
     write_images,
 )
 
 PAIRS = PairOptions(crop=64, scale=4, degradation="bicubic")
-MICRO_S2D = UNetConfig(
-    image_size=16,
-    lq_size=16,
-    in_channels=48,
-    out_channels=48,
-    model_channels=32,
-    channel_mult=(1, 2),
-    num_res_blocks=(1, 1),
-    attention_resolutions=(8,),
-    swin_embed_dim=32,
-    swin_depth=2,
-)
+MICRO_S2D = replace(MICRO_UNET, in_channels=48, out_channels=48)
 """A two-level UNet on the 48-channel pixel-unshuffle latent: LR crops of 16, HR crops of 64."""
 
 
