@@ -23,7 +23,7 @@ from resshift_cli import metrics
 from resshift_cli.cache import resolve_model
 from resshift_cli.degrade import degrade
 from resshift_cli.loading import LoadedModel, load_model
-from resshift_cli.pipeline import UpscaleOptions, upscale_tensor
+from resshift_cli.pipeline import DEFAULT_TILE, UpscaleOptions, upscale_tensor
 from resshift_cli.train.data import read_rgb
 
 SCALE, MULTIPLE = 4, 64
@@ -43,7 +43,8 @@ def cases() -> list[Case]:
         Case("untiled fp16", replace(exact, dtype=torch.float16)),
     ]
     for tile in (64, 128, 256):
-        found.append(Case(f"tile {tile}, shared latent", replace(exact, tile=tile)))
+        default = " (the defaults)" if tile == DEFAULT_TILE else ""
+        found.append(Case(f"tile {tile}, shared latent{default}", replace(exact, tile=tile)))
         found.append(Case(f"tile {tile}, --official-tiling", replace(exact, tile=tile, official_tiling=True)))
     return found
 

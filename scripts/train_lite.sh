@@ -10,9 +10,9 @@ shift 2
 stages=${*:-data train eval export}
 here=$(cd "$(dirname "$0")" && pwd)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
-iterations=${LITE_ITERATIONS:-1800}
-common=(--degradation realesrgan --crop 256 --batch-size 4 --lr-schedule cosine --lr-floor 2e-5
-  --val "$data/val" --save-every 100 --workers 1 --seed 0 --precision auto)
+iterations=${LITE_ITERATIONS:-3000}
+common=(--degradation realesrgan --crop 256 --batch-size 8 --lr-schedule cosine --lr-floor 2e-5
+  --val "$data/val" --save-every 200 --workers 1 --seed 0 --precision auto)
 
 for stage in $stages; do
   case $stage in
@@ -24,7 +24,7 @@ for stage in $stages; do
       resume=()
       [[ -f "$run/last/state.pt" ]] && resume=(--resume)
       resshift train "$data/train" -o "$run" --arch lite "${common[@]}" --iterations "$iterations" \
-        --learning-rate 1.5e-3 --warmup 100 --ema-rate 0.99 --val-every 200 "${resume[@]}"
+        --learning-rate 1e-3 --warmup 100 --ema-rate 0.995 --val-every 200 "${resume[@]}"
       ;;
     eval)
       resshift eval --lr "$data/test-lr" --gt "$data/test-hr" --model "$run/final" --seed 0 -q \

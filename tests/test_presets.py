@@ -31,7 +31,8 @@ def test_every_preset_is_a_valid_round_tripping_config(name: str) -> None:
     config = presets.get(name)
     assert config.name == name and config.scale == 4
     assert ModelConfig.from_dict(config.to_dict()) == config
-    assert config.diffusion == registry.get("realsr-v3").diffusion
+    if name != "lite":
+        assert config.diffusion == registry.get("realsr-v3").diffusion
     # upstream's first convolution is channel_mult[0]·model_channels wide, ours model_channels: equal at 1
     assert config.unet.channel_mult[0] == 1
 
@@ -55,6 +56,12 @@ def test_lite_preset_is_space_to_depth_and_fits_the_wheel() -> None:
     assert unet_parameters(config) <= LITE_MAX_PARAMETERS
 
 
+def test_lite_keeps_realsr_v3s_chain_shape_with_its_own_kappa_and_a_residual_prediction() -> None:
+    lite, v3 = presets.get("lite").diffusion, registry.get("realsr-v3").diffusion
+    assert lite.prediction == "residual" and lite.kappa == 0.5
+    assert dataclasses.replace(lite, kappa=v3.kappa, prediction="x0") == v3
+
+
 def test_unknown_preset_lists_the_known_ones() -> None:
     with pytest.raises(UsageError, match="unknown architecture preset 'huge'; known: realsr, tiny, lite"):
         presets.get("huge")
@@ -73,7 +80,9 @@ def test_fresh_model_is_reproducible_from_its_seed_and_leaves_the_global_rng_alo
 
 
 def test_fresh_model_is_initialised_as_upstream() -> None:
-    unet = presets.fresh_model("lite", 0).unet
+    lite = presets.get("lite")
+    x0 = dataclasses.replace(lite, diffusion=dataclasses.replace(lite.diffusion, prediction="x0"))
+    unet = presets.fresh_model(x0, 0).unet
     resblocks = [m for m in unet.modules() if isinstance(m, ResBlock)]
     tables = [m.relative_position_bias_table for m in unet.modules() if isinstance(m, WindowAttention)]
     assert resblocks and tables
@@ -82,6 +91,8 @@ def test_fresh_model_is_initialised_as_upstream() -> None:
     values = torch.cat([t.flatten() for t in tables])
     assert 0.015 < values.std() < 0.025 and values.abs().max() < 2
     assert unet.out[-1].weight.any()  # upstream's output convolution is not zero-initialised
+    # … except for a residual prediction, which then starts at the bicubic image (tests/test_prediction.py)
+    assert not presets.fresh_model("lite", 0).unet.out[-1].weight.any()
 
 
 def test_vq_preset_without_autoencoder_weights_is_a_clear_error() -> None:

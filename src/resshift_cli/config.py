@@ -15,15 +15,19 @@ from typing import Any, Literal, TypeVar
 from resshift_cli.errors import ModelError
 
 FORMAT_NAME = "resshift-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 """The newest `format_version` this resshift-cli reads; it reads every older one too.
 
-1: the VQ autoencoder only. 2: adds the autoencoder "kind" (space_to_depth). A config is written with the
-oldest version that describes it, so VQ models stay readable by releases that only know version 1.
+1: the VQ autoencoder only. 2: adds the autoencoder "kind" (space_to_depth). 3: adds the diffusion's
+`prediction` (what the network outputs). A config is written with the oldest version that describes it, so
+VQ models stay readable by releases that only know version 1.
 """
 CONFIG_FILE_NAME = "config.json"
 VQ_KIND = "vq"
 SPACE_TO_DEPTH_KIND = "space_to_depth"
+PREDICTIONS = ("x0", "residual")
+"""What the network outputs: x̂₀ itself (every released model, the official `START_X`), or the residual
+ê₀ = y₀ − x̂₀ (the official `RESIDUAL` mean type), from which x̂₀ = y₀ − ê₀."""
 
 T = TypeVar("T")
 
@@ -143,6 +147,8 @@ class DiffusionConfig:
     power: float = 0.3
     scale_factor: float = 1.0
     normalize_input: bool = True
+    prediction: str = "x0"
+    """One of `PREDICTIONS`; "x0" is what every released model uses."""
 
 
 @dataclass(frozen=True)
@@ -167,6 +173,11 @@ class ModelConfig:
                 f"{source}: invalid model config (the UNet's in/out channels ({self.unet.in_channels}/"
                 f"{self.unet.out_channels}) must equal the autoencoder's latent channels ({channels}))"
             )
+        if self.diffusion.prediction not in PREDICTIONS:
+            raise ModelError(
+                f"{source}: invalid model config (diffusion prediction {self.diffusion.prediction!r}; "
+                f"known: {', '.join(PREDICTIONS)})"
+            )
         if self.autoencoder.factor != self.scale:
             raise ModelError(
                 f"{source}: invalid model config (the autoencoder's factor ({self.autoencoder.factor}) must "
@@ -175,7 +186,10 @@ class ModelConfig:
 
     @property
     def format_version(self) -> int:
-        """The oldest `format_version` that describes this config (1 unless it names an autoencoder kind)."""
+        """The oldest `format_version` that describes this config: 3 for a residual prediction, 2 for an
+        autoencoder kind other than VQ, else 1."""
+        if self.diffusion.prediction != "x0":
+            return 3
         return 1 if isinstance(self.autoencoder, AutoencoderConfig) else 2
 
     def to_dict(self) -> dict[str, Any]:

@@ -29,7 +29,8 @@ from torch import Tensor
 from resshift_cli.schedule import Schedule
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
-"""(x_in (B, C, h, w) scaled x_t, t (B,) int64 trained step index) → x̂₀ (B, C, h, w)."""
+"""(x_in (B, C, h, w) scaled x_t, t (B,) int64 trained step index) → the network's output (B, C, h, w):
+x̂₀, or ê₀ = y₀ − x̂₀ for a residual-predicting model (`predicted_start`)."""
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,12 @@ def scale_input(x: Tensor, c: Coefficients) -> Tensor:
     return x if c.norm is None else x / c.norm
 
 
+def predicted_start(output: Tensor, y0: Tensor, prediction: str) -> Tensor:
+    """x̂₀ from the network's output (B, C, h, w): the output itself for "x0" (official `START_X`), or
+    y₀ − ê₀ for "residual" (official `RESIDUAL`: the network predicts e₀ = y₀ − x₀ of Eq. 2)."""
+    return output if prediction == "x0" else y0 - output
+
+
 def posterior_step(x: Tensor, x0: Tensor, c: Coefficients, noise: Tensor) -> Tensor:
     """x_{t−1} ~ N((η_{t−1}/η_t) x_t + (α_t/η_t) x̂₀, κ² η_{t−1}/η_t α_t) (Eqs. 6–7)."""
     return c.keep * x + c.shift * x0 + c.std * noise
@@ -121,7 +128,7 @@ def sample(
     for i in reversed(range(schedule.steps)):
         c = coefficients(schedule, i, device)
         t = torch.full((y0.shape[0],), c.t, dtype=torch.int64, device=device)
-        x0 = denoise(scale_input(x, c), t).float()
+        x0 = predicted_start(denoise(scale_input(x, c), t).float(), y0, schedule.prediction)
         x = posterior_step(x, x0, c, draw_noise(y0.shape, generator, device))
         if callback is not None:
             callback(StepInfo(i=i, steps=schedule.steps, x=x, x0=x0))

@@ -21,10 +21,13 @@ class Schedule:
 
     timesteps: (N,) int64, ascending, the trained step index the network receives at step i (paper step
     t = timesteps[i] + 1); `arange(T)` for the trained schedule, a subset after `respace`.
+    prediction: what the network outputs, "x0" or "residual" (`config.PREDICTIONS`,
+    `sampler.predicted_start`).
     """
 
     kappa: float
     normalize_input: bool
+    prediction: str
     timesteps: np.ndarray
     sqrt_etas: np.ndarray
     etas: np.ndarray
@@ -58,7 +61,9 @@ def sqrt_eta_schedule(config: DiffusionConfig) -> np.ndarray:
 def make_schedule(config: DiffusionConfig) -> Schedule:
     """All constants of the trained T-step chain: marginal (Eq. 2), posterior mean/variance (Eqs. 6–7)."""
     sqrt_etas = sqrt_eta_schedule(config)
-    return _from_sqrt_etas(config.kappa, config.normalize_input, sqrt_etas, np.arange(len(sqrt_etas)))
+    return _from_sqrt_etas(
+        config.kappa, config.normalize_input, config.prediction, sqrt_etas, np.arange(len(sqrt_etas))
+    )
 
 
 def kept_steps(trained: int, steps: int) -> np.ndarray:
@@ -80,12 +85,16 @@ def respace(schedule: Schedule, steps: int) -> Schedule:
     """
     kept = kept_steps(schedule.steps, steps)
     return _from_sqrt_etas(
-        schedule.kappa, schedule.normalize_input, schedule.sqrt_etas[kept], schedule.timesteps[kept]
+        schedule.kappa,
+        schedule.normalize_input,
+        schedule.prediction,
+        schedule.sqrt_etas[kept],
+        schedule.timesteps[kept],
     )
 
 
 def _from_sqrt_etas(
-    kappa: float, normalize_input: bool, sqrt_etas: np.ndarray, timesteps: np.ndarray
+    kappa: float, normalize_input: bool, prediction: str, sqrt_etas: np.ndarray, timesteps: np.ndarray
 ) -> Schedule:
     """Every constant of the chain from √η (N,) float64, by the official formulas.
 
@@ -102,6 +111,7 @@ def _from_sqrt_etas(
     return Schedule(
         kappa=kappa,
         normalize_input=normalize_input,
+        prediction=prediction,
         timesteps=timesteps,
         sqrt_etas=sqrt_etas,
         etas=etas,

@@ -246,7 +246,7 @@ class Trainer:
         terms = diffusion_loss(self.denoise, self.model, self.schedule, hr, lr, t, noise)
         if self.perceptual is None:
             return terms.loss
-        decoded = decode_for_loss(self.model, terms.model_output)
+        decoded = decode_for_loss(self.model, terms.x0)
         return terms.loss + self.options.lpips_weight * self.perceptual(decoded, hr).float()
 
     def step(self, hr: Tensor, lr: Tensor, keys: list[int]) -> float:

@@ -1,5 +1,7 @@
 """The training objective of ResShift (paper Eq. 8 with the x₀-parameterisation, spec §6).
 
+A residual-predicting model (`prediction: "residual"`) is trained on the same error: its x̂₀ = z_y − ê₀.
+
 As the official `training_losses` computes it: z₀ = E(HR), z_y = E(bicubic ×s of LR), both without
 gradient; t uniform per sample; z_t from the marginal q(x_t | x₀, y₀) (Eq. 2); the network predicts z₀
 from z_t/√(κ²η_t + 1); the loss is the mean over C, H, W of (x̂₀ − z₀)² per sample. The KL-derived
@@ -17,10 +19,11 @@ from torch import Tensor
 
 from resshift_cli.loading import LoadedModel
 from resshift_cli.pipeline import encode_lr
+from resshift_cli.sampler import predicted_start
 from resshift_cli.schedule import Schedule
 
 Denoiser = Callable[[Tensor, Tensor, Tensor], Tensor]
-"""f_θ(x_in (B, C, h, w), t (B,) int64, lq (B, 3, h, w) in [−1, 1]) → x̂₀ (B, C, h, w): the UNet, or its
+"""f_θ(x_in (B, C, h, w), t (B,) int64, lq (B, 3, h, w) in [−1, 1]) → x̂₀ or ê₀ (B, C, h, w): the UNet, or its
 DDP / checkpointed wrapper."""
 
 
@@ -35,6 +38,9 @@ class LossTerms:
     z_t: Tensor
     model_input: Tensor
     model_output: Tensor
+    """The network's output: x̂₀, or ê₀ = z_y − x̂₀ for a residual-predicting model."""
+    x0: Tensor
+    """x̂₀ (`sampler.predicted_start`), with gradient."""
 
 
 def latent_shape(model: LoadedModel, height: int, width: int) -> tuple[int, int, int]:
@@ -90,10 +96,12 @@ def diffusion_loss(
     # 2. a draw from the marginal at step t (Eq. 2) and its variance-normalised version
     z_t = marginal(z_start, z_y, t, noise, schedule)
     model_input = network_input(z_t, t, schedule)
-    # 3. x̂₀ = f_θ(·, t, y) and the per-sample squared error against z₀
+    # 3. x̂₀ from f_θ(·, t, y) and the per-sample squared error against z₀ (for a residual prediction the
+    #    same error as ê₀ against its target z_y − z₀)
     model_output = denoise(model_input, t, lr).float()
-    loss = torch.mean((model_output - z_start) ** 2, dim=(1, 2, 3))
-    return LossTerms(loss, z_start, z_y, z_t, model_input, model_output)
+    x0 = predicted_start(model_output, z_y, schedule.prediction)
+    loss = torch.mean((x0 - z_start) ** 2, dim=(1, 2, 3))
+    return LossTerms(loss, z_start, z_y, z_t, model_input, model_output, x0)
 
 
 def decode_for_loss(model: LoadedModel, x0: Tensor) -> Tensor:
