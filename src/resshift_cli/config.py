@@ -19,8 +19,9 @@ FORMAT_VERSION = 3
 """The newest `format_version` this resshift-cli reads; it reads every older one too.
 
 1: the VQ autoencoder only. 2: adds the autoencoder "kind" (space_to_depth). 3: adds the diffusion's
-`prediction` (what the network outputs). A config is written with the oldest version that describes it, so
-VQ models stay readable by releases that only know version 1.
+`prediction` (what the network outputs) and `timestep_respacing` (its default sampling steps). A config is
+written with the oldest version that describes it, so VQ models stay readable by releases that only know
+version 1.
 """
 CONFIG_FILE_NAME = "config.json"
 VQ_KIND = "vq"
@@ -149,6 +150,9 @@ class DiffusionConfig:
     normalize_input: bool = True
     prediction: str = "x0"
     """One of `PREDICTIONS`; "x0" is what every released model uses."""
+    timestep_respacing: int | None = None
+    """Sampling steps when none are asked for (`--steps`), respaced from the `steps` trained ones as the
+    official key of this name does; None (every released model): all trained steps."""
 
 
 @dataclass(frozen=True)
@@ -178,6 +182,12 @@ class ModelConfig:
                 f"{source}: invalid model config (diffusion prediction {self.diffusion.prediction!r}; "
                 f"known: {', '.join(PREDICTIONS)})"
             )
+        respacing = self.diffusion.timestep_respacing
+        if respacing is not None and not 1 <= respacing <= self.diffusion.steps:
+            raise ModelError(
+                f"{source}: invalid model config (timestep_respacing {respacing} must lie in 1 … "
+                f"{self.diffusion.steps}, the trained steps)"
+            )
         if self.autoencoder.factor != self.scale:
             raise ModelError(
                 f"{source}: invalid model config (the autoencoder's factor ({self.autoencoder.factor}) must "
@@ -186,9 +196,9 @@ class ModelConfig:
 
     @property
     def format_version(self) -> int:
-        """The oldest `format_version` that describes this config: 3 for a residual prediction, 2 for an
-        autoencoder kind other than VQ, else 1."""
-        if self.diffusion.prediction != "x0":
+        """The oldest `format_version` that describes this config: 3 for a residual prediction or a
+        timestep respacing, 2 for an autoencoder kind other than VQ, else 1."""
+        if self.diffusion.prediction != "x0" or self.diffusion.timestep_respacing is not None:
             return 3
         return 1 if isinstance(self.autoencoder, AutoencoderConfig) else 2
 

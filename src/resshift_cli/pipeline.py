@@ -66,7 +66,8 @@ class UpscaleOptions:
     tile_overlap: LR pixels shared by neighbouring tiles, None = a quarter of the tile (`overlap`).
     tile_batch: denoiser tiles per network call (0 = `tile_batch_for(device)`).
     official_tiling: reproduce the official script's chop (independent chains, equal-weight average).
-    steps: sampling steps, 1 … the model's trained steps (respaced, `schedule.respace`); None = trained.
+    steps: sampling steps, 1 … the model's trained steps (respaced, `schedule.respace`); None = the model's
+    default (`timestep_respacing` in its config, else every trained step).
     color_fix: "none", "wavelet" or "adain" (`colorfix`), applied to the result against the bicubic input.
     """
 
@@ -167,9 +168,12 @@ def decode_latent(
 
 
 def schedule_for(model: Networks, options: UpscaleOptions) -> Schedule:
-    """The model's trained schedule, respaced to `options.steps` when given (UsageError beyond 1 … T)."""
-    schedule = make_schedule(model.config.diffusion)
-    return schedule if options.steps is None else respace(schedule, options.steps)
+    """The model's trained schedule, respaced to `options.steps` when given (UsageError beyond 1 … T),
+    else to the model's own `timestep_respacing` when its config sets one."""
+    diffusion = model.config.diffusion
+    steps = diffusion.timestep_respacing if options.steps is None else options.steps
+    schedule = make_schedule(diffusion)
+    return schedule if steps is None else respace(schedule, steps)
 
 
 class _DenoiseProgress:

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from resshift_cli import cache, card, hub, locations, manifest, registry, release
 from resshift_cli.cli.downloads import download_progress
-from resshift_cli.config import ModelConfig
+from resshift_cli.config import DiffusionConfig, ModelConfig
 from resshift_cli.errors import ModelError
 from resshift_cli.loading import CONFIG_FILE, UNET_FILE
 from resshift_cli.registry import ModelEntry
@@ -117,6 +117,15 @@ def _entry_lines(entry: ModelEntry) -> list[str]:
     ]
 
 
+def _sampling(diffusion: DiffusionConfig) -> str:
+    """What `models info` adds to the steps line: the prediction and a default respacing, where not the
+    released models' (x₀, every trained step)."""
+    notes = [] if diffusion.prediction == "x0" else [f"predicts the {diffusion.prediction}"]
+    if diffusion.timestep_respacing is not None:
+        notes.append(f"samples {diffusion.timestep_respacing} of them unless --steps")
+    return "".join(f"; {note}" for note in notes)
+
+
 def _folder_lines(folder: Path) -> list[str]:
     config = ModelConfig.read(folder / CONFIG_FILE)
     diffusion, unet, autoencoder = config.diffusion, config.unet, config.autoencoder
@@ -124,7 +133,8 @@ def _folder_lines(folder: Path) -> list[str]:
         f"folder: {folder}",
         f"config name: {config.name}",
         f"scale: ×{config.scale}",
-        f"steps: {diffusion.steps} (kappa {diffusion.kappa}, min_noise_level {diffusion.min_noise_level})",
+        f"steps: {diffusion.steps} (kappa {diffusion.kappa}, min_noise_level {diffusion.min_noise_level})"
+        + _sampling(diffusion),
         f"widths: unet {unet.model_channels}, swin {unet.swin_embed_dim}, {autoencoder.summary()}",
     ]
     if not (folder / UNET_FILE).is_file():

@@ -201,7 +201,8 @@ Steps = Annotated[
         "--steps",
         min=1,
         help="Sampling steps, at most the model's trained steps (realsr-v1/v2: 15, realsr-v3/bicsr: 4):"
-        " fewer is faster and softer (official timestep respacing). Default: the trained steps.",
+        " fewer is faster and softer (official timestep respacing). Default: the model's own (the trained"
+        " steps, unless its config sets timestep_respacing, as lite does).",
         show_default=False,
         rich_help_panel=MODEL_PANEL,
     ),

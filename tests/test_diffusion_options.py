@@ -1,4 +1,5 @@
-"""The residual prediction (`diffusion.prediction: "residual"`): config, sampler, training loss, init."""
+"""The diffusion options beyond the released models': the residual prediction (`prediction: "residual"`:
+config, sampler, training loss, init) and a model's default respacing (`timestep_respacing`)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import torch
 
 from resshift_cli import presets
 from resshift_cli.config import ModelConfig
-from resshift_cli.errors import ModelError
-from resshift_cli.pipeline import UpscaleOptions, bicubic_upsample, upscale_tensor
+from resshift_cli.errors import ModelError, UsageError
+from resshift_cli.pipeline import UpscaleOptions, bicubic_upsample, schedule_for, upscale_tensor
 from resshift_cli.sampler import predicted_start, sample
 from resshift_cli.schedule import make_schedule, respace
 from resshift_cli.train.objective import diffusion_loss
@@ -85,3 +86,49 @@ def test_the_training_loss_of_a_residual_model_is_the_x0_error() -> None:
     # the same objective written on the residual: ê₀ against its target e₀ = z_y − z₀
     residual_error = ((output - (terms.z_y - terms.z_start)) ** 2).mean(dim=(1, 2, 3))
     torch.testing.assert_close(terms.loss, residual_error, rtol=1e-5, atol=1e-7)
+
+
+# timestep_respacing -------------------------------------------------------------------------------------
+
+
+def respaced_config(respacing: int | None) -> ModelConfig:
+    config = s2d_config("x0")
+    return dataclasses.replace(
+        config, diffusion=dataclasses.replace(config.diffusion, timestep_respacing=respacing)
+    )
+
+
+def test_a_default_respacing_is_format_version_3_and_round_trips() -> None:
+    config = respaced_config(2)
+    data = json.loads(config.to_json())
+    assert data["format_version"] == 3 and data["diffusion"]["timestep_respacing"] == 2
+    assert ModelConfig.from_dict(data) == config
+    assert json.loads(respaced_config(None).to_json())["format_version"] == 2
+
+
+@pytest.mark.parametrize("respacing", [0, 5])
+def test_a_respacing_outside_the_trained_steps_is_a_clear_error(respacing: int) -> None:
+    data = json.loads(respaced_config(2).to_json())
+    data["diffusion"]["timestep_respacing"] = respacing
+    message = rf"x/config.json: .*timestep_respacing {respacing} must lie in 1 … 4"
+    with pytest.raises(ModelError, match=message):
+        ModelConfig.from_dict(data, source="x/config.json")
+
+
+class Holder:
+    """What `schedule_for` needs of a model: its config."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        self.config = config
+
+
+def test_the_models_respacing_is_the_default_and_steps_override_it() -> None:
+    model = Holder(respaced_config(2))
+    full = make_schedule(model.config.diffusion)
+    default = schedule_for(model, UpscaleOptions())  # type: ignore[arg-type]
+    assert default.steps == 2 and list(default.timesteps) == list(respace(full, 2).timesteps)
+    assert schedule_for(model, UpscaleOptions(steps=4)).steps == 4  # type: ignore[arg-type]
+    assert schedule_for(model, UpscaleOptions(steps=1)).steps == 1  # type: ignore[arg-type]
+    with pytest.raises(UsageError):
+        schedule_for(model, UpscaleOptions(steps=5))  # type: ignore[arg-type]
+    assert schedule_for(Holder(respaced_config(None)), UpscaleOptions()).steps == 4  # type: ignore[arg-type]
