@@ -2,7 +2,9 @@
 
 Usage: python scripts/export_lite.py RUN/final src/resshift_cli/builtin/lite
 Replaces config.json, unet.safetensors, autoencoder.safetensors and manifest.json in the destination (its
-MODEL_CARD.md is kept: it is written by hand from the run's log and evaluation).
+MODEL_CARD.md is kept: it is written by hand from the run's log and evaluation). The config written is the
+preset's: the run must be of the `lite` preset, except for `timestep_respacing` (the default sampling steps,
+which do not change training and are chosen after it on the validation photos).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 import torch
 
 from resshift_cli import presets
+from resshift_cli.config import ModelConfig
 from resshift_cli.loading import load_model, write_model_folder
 from resshift_cli.manifest import write_manifest
 
@@ -22,10 +25,15 @@ LIMIT_BYTES = 20_000_000
 """The package carries this model: keep it small (issue 11: at most 20 MB)."""
 
 
+def _trained(config: ModelConfig) -> ModelConfig:
+    """`config` without its default sampling steps: what training depends on."""
+    return replace(config, diffusion=replace(config.diffusion, timestep_respacing=None))
+
+
 def main(run_final: Path, dest: Path) -> None:
     model = load_model(run_final)
-    config = replace(model.config, name=NAME)
-    if config != presets.get(NAME):
+    config = presets.get(NAME)
+    if _trained(replace(model.config, name=NAME)) != _trained(config):
         sys.exit(f"{run_final}: not a model of the {NAME!r} preset")
     write_model_folder(
         dest,

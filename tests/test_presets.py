@@ -58,8 +58,8 @@ def test_lite_preset_is_space_to_depth_and_fits_the_wheel() -> None:
 
 def test_lite_keeps_realsr_v3s_chain_shape_with_its_own_kappa_and_a_residual_prediction() -> None:
     lite, v3 = presets.get("lite").diffusion, registry.get("realsr-v3").diffusion
-    assert lite.prediction == "residual" and lite.kappa == 0.5
-    assert dataclasses.replace(lite, kappa=v3.kappa, prediction="x0") == v3
+    assert lite.prediction == "residual" and lite.kappa == 0.5 and lite.timestep_respacing == 2
+    assert dataclasses.replace(lite, kappa=v3.kappa, prediction="x0", timestep_respacing=None) == v3
 
 
 def test_unknown_preset_lists_the_known_ones() -> None:
