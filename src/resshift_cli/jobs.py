@@ -324,7 +324,12 @@ def plan_folder(
 ) -> list[Job]:
     """`plan_batch` for folders as given on the command line: two local paths, or two folders in one
     object store ("s3://bucket/in", "s3://bucket/out")."""
-    if is_uri(folder) or is_uri(outdir):
+    if is_uri(folder) != is_uri(outdir):
+        raise UsageError(
+            f"{folder} and {outdir}: FOLDER and -o must be two local folders or two folders in the same"
+            " object store"
+        )
+    if is_uri(folder):
         store, source = ObjectStore.for_uri(folder)
         out_store, target = ObjectStore.for_uri(outdir)
         if out_store != store:

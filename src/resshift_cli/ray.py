@@ -34,15 +34,12 @@ import torch
 from resshift_cli import errors, registry
 from resshift_cli.api import Upscaler
 from resshift_cli.colorfix import ColorFix
-from resshift_cli.devices import resolve_device, resolve_precision
+from resshift_cli.devices import available_cpus, resolve_device, resolve_precision
 from resshift_cli.errors import ResshiftError, UsageError, one_line
 from resshift_cli.fileio import remove_stale_temporaries
 from resshift_cli.images import DEFAULT_MAX_PIXELS, read_picture, write_picture
 from resshift_cli.jobs import Job, LazyModel, Record, Settings, existing_outcome, run_job
 from resshift_cli.pipeline import DEFAULT_SEED, DEFAULT_TILE, DEFAULT_TILE_BATCH
-
-LOCAL = "local"
-"""`--ray` without an address: start a Ray runtime on this machine for this run."""
 
 TASK_RETRIES = 2
 """How often an image is tried again after the process running it died (then it is a failed record)."""
@@ -138,18 +135,20 @@ class UpscaleBytes:
 @dataclass(frozen=True)
 class Replica:
     """How each replica loads the model: name or folder, device ("cpu", "cuda", "mps", "auto"),
-    precision name ("auto" is resolved on the replica's device), torch.compile, CPU threads (0: leave)."""
+    precision name ("auto" is resolved on the replica's device), torch.compile."""
 
     model: str
     device: str
     precision: str
     compiled: bool
-    threads: int = 0
 
     def load(self) -> Upscaler:
-        if self.threads:
-            torch.set_num_threads(self.threads)
+        """The model on this replica's device. On CPU it computes with every core of the node, as the
+        local batch does (Ray would give it the threads of its CPU share): the thread count changes the
+        rounding of the networks' sums, and outputs must be the local batch's, byte for byte."""
         where = resolve_device(self.device)
+        if where.type == "cpu":
+            torch.set_num_threads(available_cpus())
         dtype = resolve_precision(self.precision, where)
         return Upscaler.from_pretrained(self.model, device=where, precision=dtype, compile=self.compiled)
 
@@ -213,18 +212,20 @@ def _raise_fatal(text: str) -> None:
 
 
 @contextlib.contextmanager
-def connected(address: str) -> Iterator[ModuleType]:
-    """Ray, connected: as the caller already set it up, or a local runtime (`LOCAL`), or the cluster at
-    `address` ("auto", "ray://host:10001", "host:6379"); a connection made here is closed on the way out."""
+def connected(address: str | None) -> Iterator[ModuleType]:
+    """Ray, connected: as the caller already set it up, or a new local runtime (`address` None), or the
+    cluster at `address` ("auto", "ray://host:10001", "host:6379"); a connection made here is closed on
+    the way out (which ends this run's workers)."""
     ray = import_ray()
     if ray.is_initialized():
         yield ray
         return
-    where = None if address == LOCAL else address
     try:
-        ray.init(address=where, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.WARNING)
     except ConnectionError as err:
-        raise UsageError(f"--ray {address}: cannot connect to a Ray cluster ({one_line(str(err))})") from err
+        raise UsageError(
+            f"--ray-address {address}: cannot connect to a Ray cluster ({one_line(str(err))})"
+        ) from err
     try:
         yield ray
     finally:
@@ -310,7 +311,7 @@ def run_batch(
     settings: Settings,
     replica: Replica,
     *,
-    address: str = LOCAL,
+    address: str | None = None,
     workers: int | None = None,
     notice: Any = None,
 ) -> Iterator[Record]:
@@ -340,14 +341,17 @@ def run_batch(
 
 
 def _run_on_ray(
-    jobs: Sequence[Job], settings: Settings, replica: Replica, address: str, workers: int | None, notice: Any
+    jobs: Sequence[Job],
+    settings: Settings,
+    replica: Replica,
+    address: str | None,
+    workers: int | None,
+    notice: Any,
 ) -> Iterator[Record]:
     pending = {job.input_name: job for job in jobs}
     with connected(address) as ray:
         where = placement(ray, replica.device, workers)
-        replica = replace(
-            replica, device=replica_device(replica.device, where), threads=where.cpus * (not where.gpus)
-        )
+        replica = replace(replica, device=replica_device(replica.device, where))
         for row in _dataset(ray, jobs, replica, settings, where).iter_rows():
             if row["fatal"]:
                 _raise_fatal(row["fatal"])

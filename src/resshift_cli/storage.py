@@ -3,22 +3,26 @@
 `ObjectStore.for_uri` opens the store of a URI and gives the path inside it ("bucket/photos"); paths are
 `PurePosixPath`s in that store's own spelling, and `name` turns one back into the URI a user reads. Writes
 are a single upload that the store makes visible only when it completes, so a reader never sees a partial
-object. Settings come from the environment as pyarrow reads them (AWS_ENDPOINT_URL, AWS_REGION,
-credentials; GOOGLE_APPLICATION_CREDENTIALS). pyarrow is imported on first use: only `batch --ray` needs it.
+object. Settings come from the environment: AWS_ENDPOINT_URL (or AWS_ENDPOINT_URL_S3) names an
+S3-protocol server other than AWS; region and credentials are read by pyarrow as the AWS tools read them
+(GOOGLE_APPLICATION_CREDENTIALS for gs://). pyarrow is imported on first use: only `batch --ray` needs it.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+import os
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, TypeVar
 
 from resshift_cli.errors import ImageError, UsageError
 
 if TYPE_CHECKING:
     from pyarrow.fs import FileSystem
+
+T = TypeVar("T")
 
 SCHEMES = ("s3", "gs")
 """URI schemes of the object stores we read and write."""
@@ -38,13 +42,26 @@ def split_uri(uri: str) -> tuple[str, PurePosixPath]:
     return scheme, path
 
 
+ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+"""Where an S3-protocol server other than AWS is named ("http://127.0.0.1:9000"), as the AWS tools read it."""
+
+
+def s3_endpoint() -> dict[str, str]:
+    """pyarrow's S3FileSystem arguments for the endpoint named in `ENDPOINT_ENV` (none: AWS itself)."""
+    url = next((os.environ[name] for name in ENDPOINT_ENV if os.environ.get(name)), None)
+    if url is None:
+        return {}
+    scheme, _, host = url.rpartition("://")
+    return {"endpoint_override": host.rstrip("/"), "scheme": scheme or "https"}
+
+
 @functools.lru_cache(maxsize=4)
-def _filesystem(scheme: str) -> FileSystem:
-    """One pyarrow filesystem per scheme and process (it keeps the connection pool)."""
+def _filesystem(scheme: str, endpoint: tuple[tuple[str, str], ...]) -> FileSystem:
+    """One pyarrow filesystem per scheme, endpoint and process (it keeps the connection pool)."""
     from pyarrow import fs
 
     if scheme == "s3":
-        return fs.S3FileSystem()
+        return fs.S3FileSystem(**dict(endpoint))
     return fs.GcsFileSystem()
 
 
@@ -61,7 +78,8 @@ class ObjectStore:
 
     @property
     def filesystem(self) -> FileSystem:
-        return _filesystem(self.scheme)
+        endpoint = tuple(sorted(s3_endpoint().items())) if self.scheme == "s3" else ()
+        return _filesystem(self.scheme, endpoint)
 
     def name(self, path: PurePosixPath) -> str:
         """The URI of `path`: "s3://bucket/photos/a.png"."""
@@ -99,7 +117,8 @@ class ObjectStore:
         except OSError as err:
             raise ImageError(f"{self.name(path)}: cannot write ({err})") from err
 
-    def _call(self, fetch: Any, path: PurePosixPath) -> Any:
+    def _call(self, fetch: Callable[[], T], path: PurePosixPath) -> T:
+        """`fetch()`, its OSError turned into a UsageError naming `path` (listing concerns every input)."""
         try:
             return fetch()
         except OSError as err:

@@ -295,15 +295,21 @@ Quiet = Annotated[
 ]
 _DEBUG_HELP = "Show full tracebacks on errors."
 RAY_PANEL = "Ray"
+UseRay = Annotated[
+    bool,
+    typer.Option(
+        "--ray",
+        help="Run on Ray: a local Ray runtime using this machine's GPUs (or CPUs), or the cluster at"
+        " --ray-address. Needs pip install 'resshift-cli[ray]'.",
+        rich_help_panel=RAY_PANEL,
+    ),
+]
 RayAddress = Annotated[
     str | None,
     typer.Option(
-        "--ray",
-        is_flag=False,
-        flag_value="local",
-        metavar="[ADDRESS]",
-        help="Run on Ray: alone, a local Ray runtime using this machine's GPUs (or CPUs); or the cluster at"
-        " ADDRESS (auto, ray://HOST:10001). Needs pip install 'resshift-cli[ray]'.",
+        "--ray-address",
+        help="Join this Ray cluster instead (auto, ray://HOST:10001, HOST:6379); implies --ray.",
+        metavar="ADDRESS",
         show_default=False,
         rich_help_panel=RAY_PANEL,
     ),

@@ -63,6 +63,7 @@ from resshift_cli.cli.options import (
     Tile,
     TileBatch,
     TileOverlap,
+    UseRay,
     Workers,
     overlap_pixels,
 )
@@ -234,15 +235,16 @@ def _run_jobs(jobs: Sequence[Job], settings: Settings, run: Run, runner: Runner)
     ruled_out = {record.input for record in records}
     runnable = [job for job in jobs if job.input_name not in ruled_out]
     enabled = not run.quiet and Console(stderr=True).is_terminal
+    out = sys.stdout  # the runner may point sys.stdout elsewhere while it runs
     with ProgressBars(len(runnable), enabled) as bars:
         for record in runner(runnable, settings, run, bars):
             records.append(record)
-            _emit(record, run, sys.stdout)
+            _emit(record, run, out)
             bars.file_done()
     return records
 
 
-def _on_ray(address: str, workers: int | None, device: str, precision: str) -> Runner:
+def _on_ray(address: str | None, workers: int | None, device: str, precision: str) -> Runner:
     """A runner that sends the jobs to Ray (`resshift_cli.ray.run_batch`); UsageError without Ray."""
     from resshift_cli.ray import Replica, import_ray, run_batch
 
@@ -253,7 +255,8 @@ def _on_ray(address: str, workers: int | None, device: str, precision: str) -> R
     def runner(jobs: Sequence[Job], settings: Settings, run: Run, _bars: ProgressBars) -> Iterator[Record]:
         replica = Replica(run.model, device, precision, run.compiled)
         notice = None if run.quiet else _warning_line
-        return run_batch(jobs, settings, replica, address=address, workers=workers, notice=notice)
+        with contextlib.redirect_stdout(sys.stderr):  # Ray prints its workers' errors on sys.stdout
+            yield from run_batch(jobs, settings, replica, address=address, workers=workers, notice=notice)
 
     return runner
 
@@ -339,22 +342,12 @@ class Shared:
         settings = self.settings(resolve_precision(self.precision.value, device))
         _execute(jobs, settings, Run(self.model, device, self.compiled, self.json_lines, self.quiet))
 
-    def execute_on_ray(self, jobs: Sequence[Job], address: str, workers: int | None) -> None:
+    def execute_on_ray(self, jobs: Sequence[Job], address: str | None, workers: int | None) -> None:
         """Run the jobs on Ray; each replica resolves the device and precision on its own machine."""
-        _check_ray_address(address)
         runner = _on_ray(address, workers, self.device, self.precision.value)
         settings = self.settings(resolve_precision(self.precision.value, torch.device("cpu")))
         run = Run(self.model, torch.device("cpu"), self.compiled, self.json_lines, self.quiet)
         _execute(jobs, settings, run, runner)
-
-
-def _check_ray_address(address: str) -> None:
-    """`--ray FOLDER` (the folder taken as the address) is a usage error that says so."""
-    if address not in ("local", "auto") and ":" not in address:
-        raise UsageError(
-            f"--ray {address}: not a Ray address (auto, ray://HOST:10001, HOST:6379);"
-            " write --ray last or as --ray=ADDRESS"
-        )
 
 
 def upscale(
@@ -418,7 +411,8 @@ def batch(
     json_lines: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,
-    ray: RayAddress = None,
+    ray: UseRay = False,
+    ray_address: RayAddress = None,
     workers: Workers = None,
 ) -> None:
     """Upscale every image in FOLDER into the -o folder, mirroring its tree with the same file names.
@@ -429,9 +423,9 @@ def batch(
     """
     shared = Shared.pick(locals())
     jobs = plan_folder(folder, output, shared.format_name, recursive, glob)
-    if ray is None:
-        if workers is not None:
-            raise UsageError("--workers needs --ray")
-        shared.execute(jobs)
+    if ray or ray_address is not None:
+        shared.execute_on_ray(jobs, ray_address, workers)
+    elif workers is not None:
+        raise UsageError("--workers needs --ray")
     else:
-        shared.execute_on_ray(jobs, ray, workers)
+        shared.execute(jobs)
