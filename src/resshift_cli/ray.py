@@ -22,8 +22,8 @@ import contextlib
 import logging
 import os
 import warnings
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -135,22 +135,29 @@ class UpscaleBytes:
 @dataclass(frozen=True)
 class Replica:
     """How each replica loads the model: name or folder, device ("cpu", "cuda", "mps", "auto"),
-    precision name ("auto" is resolved on the replica's device), torch.compile."""
+    precision name ("auto" is resolved on the replica's device), torch.compile, and CPU threads: the
+    driver's OMP_NUM_THREADS when the user set it, else None (every core of the replica's node)."""
 
     model: str
     device: str
     precision: str
     compiled: bool
+    threads: int | None = field(default_factory=lambda: _user_threads(os.environ))
 
     def load(self) -> Upscaler:
-        """The model on this replica's device. On CPU it computes with every core of the node, as the
-        local batch does (Ray would give it the threads of its CPU share): the thread count changes the
-        rounding of the networks' sums, and outputs must be the local batch's, byte for byte."""
+        """The model on this replica's device. On CPU it computes with the threads the local batch would
+        use on that node (not those of its Ray CPU share): the thread count changes the rounding of the
+        networks' sums, and the outputs must be the local batch's, byte for byte."""
         where = resolve_device(self.device)
         if where.type == "cpu":
-            torch.set_num_threads(available_cpus())
+            torch.set_num_threads(self.threads or available_cpus())
         dtype = resolve_precision(self.precision, where)
         return Upscaler.from_pretrained(self.model, device=where, precision=dtype, compile=self.compiled)
+
+
+def _user_threads(environ: Mapping[str, str]) -> int | None:
+    value = environ.get("OMP_NUM_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 class RunJobs:

@@ -300,7 +300,7 @@ UseRay = Annotated[
     typer.Option(
         "--ray",
         help="Run on Ray: a local Ray runtime using this machine's GPUs (or CPUs), or the cluster at"
-        " --ray-address. Needs pip install 'resshift-cli[ray]'.",
+        " --ray-address. Needs pip install 'resshift-cli\\[ray]'.",
         rich_help_panel=RAY_PANEL,
     ),
 ]

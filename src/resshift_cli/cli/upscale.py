@@ -418,8 +418,10 @@ def batch(
     """Upscale every image in FOLDER into the -o folder, mirroring its tree with the same file names.
 
     A file that fails does not stop the others. Inputs that would write the same output are reported
-    before any work and left out. Ctrl-C stops cleanly; rerun with --skip-existing to resume. With --ray
-    the same jobs run on a Ray cluster, one model per GPU.
+    before any work and left out. Ctrl-C stops cleanly; rerun with --skip-existing to resume.
+
+    FOLDER and -o may be s3:// or gs:// folders. On a Ray cluster (--ray) the same jobs give the same
+    files, with one model per GPU.
     """
     shared = Shared.pick(locals())
     jobs = plan_folder(folder, output, shared.format_name, recursive, glob)
