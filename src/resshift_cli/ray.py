@@ -250,7 +250,7 @@ class Placement:
 
 def placement(ray: ModuleType, device: str, workers: int | None) -> Placement:
     """One replica per GPU (device auto or cuda on a cluster with GPUs), else one per node with all of
-    that node's CPUs; `workers` bounds the replicas (CPUs are then shared out evenly)."""
+    that node's CPUs; `workers` bounds the replicas (on CPUs at most one per CPU, shared out evenly)."""
     resources = ray.cluster_resources()
     nodes = [node for node in ray.nodes() if node.get("Alive")]
     gpus = int(resources.get("GPU", 0))
@@ -259,7 +259,7 @@ def placement(ray: ModuleType, device: str, workers: int | None) -> Placement:
             raise UsageError(f"--device {device}: the Ray cluster has no GPU")
         return Placement(min(workers or gpus, gpus), 1, 1)
     cpus = int(resources.get("CPU", 1))
-    replicas = workers or max(1, len(nodes))
+    replicas = min(workers or max(1, len(nodes)), max(1, cpus))
     per_node = min(int(n["Resources"].get("CPU", 1)) for n in nodes) if nodes else cpus
     return Placement(replicas, 0, max(1, min(per_node, cpus // replicas)))
 

@@ -249,8 +249,8 @@ def _on_ray(address: str | None, workers: int | None, device: str, precision: st
     from resshift_cli.ray import Replica, import_ray, run_batch
 
     import_ray()
-    for name in ("ray", "ray.data"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for name in ("ray", "ray.data"):  # stderr keeps our lines: Ray's own only when they are errors
+        logging.getLogger(name).setLevel(logging.ERROR)
 
     def runner(jobs: Sequence[Job], settings: Settings, run: Run, _bars: ProgressBars) -> Iterator[Record]:
         replica = Replica(run.model, device, precision, run.compiled)
