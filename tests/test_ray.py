@@ -39,12 +39,31 @@ BAD = ["empty.png", "lies.jpg", "sub/truncated_rgba.png"]
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
 
 
+POISON = "poison.png"
+"""An input that kills the worker process reading it (see `ray_runtime`)."""
+
+
 @pytest.fixture(scope="module")
 def ray_runtime(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One local Ray runtime for the module (2 CPUs, no dashboard), its workers kept offline."""
+    """One local Ray runtime for the module (2 CPUs, no dashboard), its workers kept offline. In every
+    worker, reading a file named `POISON` ends the process at once, as a crash in native code would."""
     home = tmp_path_factory.mktemp("ray-home")
     env = {"RESSHIFT_HOME": str(home), "HF_HOME": str(home / "hf"), "HF_HUB_OFFLINE": "1", **S3_ENV}
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+
+    def poison_reading() -> None:  # pickled by value into the workers
+        import resshift_cli.jobs
+
+        read = resshift_cli.jobs.read_picture
+
+        def read_or_die(source: object, *args: object, **kwargs: object) -> object:
+            if isinstance(source, Path) and source.name == POISON:
+                os._exit(1)
+            return read(source, *args, **kwargs)
+
+        resshift_cli.jobs.read_picture = read_or_die
+
+    runtime_env = {"env_vars": env, "worker_process_setup_hook": poison_reading}
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env)
     try:
         yield
     finally:
@@ -189,6 +208,26 @@ def test_a_worker_killed_mid_run_loses_no_image_and_leaves_no_partial_file(
     assert set(records(result.stdout)) == {str(root / name) for name in names}
     expected = (local_out / "rgba.png").read_bytes()
     assert files(out) == dict.fromkeys(names, expected)  # every image once, whole; no temporary file
+
+
+@needs_ray
+def test_an_image_that_kills_its_worker_every_time_is_one_failed_record(
+    ray_runtime: None, tmp_path: Path, model_dir: Path, tree: Path, local_run
+) -> None:
+    local_out, _ = local_run
+    root = tmp_path / "in"
+    root.mkdir()
+    for name in ("good.png", POISON):
+        (root / name).write_bytes((tree / "rgba.png").read_bytes())
+    out = tmp_path / "out"
+    result = invoke("batch", root, "-o", out, "--json", "-m", model_dir, *CPU, "--ray", "--workers", "1")
+    assert result.exit_code == 1
+    got = records(result.stdout)
+    assert got[str(root / "good.png")]["status"] == "ok"
+    poisoned = got[str(root / POISON)]
+    assert poisoned["status"] == "failed"
+    assert poisoned["error"] == f"{root / POISON}: the Ray worker running it died 3 times; not written"
+    assert files(out) == {"good.png": (local_out / "rgba.png").read_bytes()}
 
 
 @pytest.fixture
