@@ -19,6 +19,7 @@ is installed with `pip install 'resshift-cli[ray]'`.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import warnings
@@ -40,6 +41,7 @@ from resshift_cli.fileio import remove_stale_temporaries
 from resshift_cli.images import DEFAULT_MAX_PIXELS, read_picture, write_picture
 from resshift_cli.jobs import Job, LazyModel, Record, Settings, existing_outcome, run_job
 from resshift_cli.pipeline import DEFAULT_SEED, DEFAULT_TILE, DEFAULT_TILE_BATCH
+from resshift_cli.runner import Notice
 
 TASK_RETRIES = 2
 """How often an image is tried again after the process running it died (then it is a failed record)."""
@@ -96,9 +98,13 @@ class UpscaleBytes:
     ) -> None:
         self.upscaler = Upscaler.from_pretrained(model, device=device, precision=precision)
         self.options = self.upscaler.options(
-            seed=seed, tile=tile, tile_overlap=tile_overlap, tile_batch=tile_batch, steps=steps,
+            seed=seed,
+            tile=tile,
+            tile_overlap=tile_overlap,
+            tile_batch=tile_batch,
+            steps=steps,
             color_fix=color_fix,
-        )  # fmt: skip
+        )
         self.scale = float(self.upscaler.scale) if scale is None else scale
         self.provenance = self.upscaler.provenance(self.options, self.scale).text()
         self.fmt, self.quality, self.max_pixels, self.column = fmt, quality, max_pixels, column
@@ -116,8 +122,6 @@ class UpscaleBytes:
         }
 
     def _one(self, data: bytes, name: str) -> tuple[bytes, str]:
-        import io
-
         try:
             picture = read_picture(data, name=name, max_pixels=self.max_pixels)
             result = self.upscaler.upscale_picture(picture, self.options, self.scale)
@@ -320,7 +324,7 @@ def run_batch(
     *,
     address: str | None = None,
     workers: int | None = None,
-    notice: Any = None,
+    notice: Notice | None = None,
 ) -> Iterator[Record]:
     """Run the jobs (collisions already set aside) on Ray and yield each one's Record as it finishes.
 
@@ -353,7 +357,7 @@ def _run_on_ray(
     replica: Replica,
     address: str | None,
     workers: int | None,
-    notice: Any,
+    notice: Notice | None,
 ) -> Iterator[Record]:
     pending = {job.input_name: job for job in jobs}
     with connected(address) as ray:
