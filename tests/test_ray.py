@@ -279,6 +279,15 @@ def test_ray_batch_reads_and_writes_s3(
     assert sorted(i.path for i in listed if i.type == fs.FileType.File) == sorted(
         f"photos/out/{name}" for name in GOOD
     )
+    model = tree.parent / "no-model-needed"  # without Ray: the same listing and existence checks
+    resumed = invoke(
+        "batch", "s3://photos/in", "-o", "s3://photos/out", "-r", "--skip-existing", "--json", "-m", model
+    )
+    statuses = {k: r["status"] for k, r in records(resumed.stdout).items()}
+    assert statuses == {
+        **{f"s3://photos/in/{n}": "skipped" for n in GOOD},
+        "s3://photos/in/empty.png": "failed",
+    }
 
 
 @needs_ray
