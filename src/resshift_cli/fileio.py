@@ -11,10 +11,15 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
 import shutil
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from pathlib import Path
+
+_TEMPORARY = re.compile(r"\.(?P<name>.+)\.[0-9a-f]{8}\.tmp")
+"""The name `temporary_sibling` gives, with the target's (cut) name as "name"."""
 
 
 def temporary_sibling(target: Path) -> Path:
@@ -63,6 +68,23 @@ def remove_stale_staging(dest: Path) -> None:
     keeps other writers of `dest` out)."""
     for stale in dest.parent.glob(f".{dest.name}.*.tmp"):
         shutil.rmtree(stale, ignore_errors=True)
+
+
+def remove_stale_temporaries(targets: Iterable[Path]) -> None:
+    """Delete the temporary files of `targets` that a killed writer left behind (call it only when no
+    other writer of these targets is running). Each folder is listed once."""
+    names: dict[Path, set[str]] = defaultdict(set)
+    for target in targets:
+        names[target.parent].add(target.name[:64])
+    for folder, wanted in names.items():
+        try:
+            entries = os.listdir(folder)
+        except OSError:
+            continue
+        for entry in entries:
+            found = _TEMPORARY.fullmatch(entry)
+            if found is not None and found["name"] in wanted:
+                (folder / entry).unlink(missing_ok=True)
 
 
 def sync_directory(folder: Path) -> None:

@@ -1,12 +1,14 @@
 """Upscale jobs: where each output goes, which inputs collide, and running one input to one record.
 
 Nothing here parses options or prints. A front end plans the jobs (`plan_upscale`, `plan_batch`),
-sets aside the ones `find_collisions` reports, runs the rest one at a time with `run_job` (each gives a
-`Record`, also when it fails) and reports the records.
+sets aside the ones `find_collisions` reports, runs the rest with `run_job` (each gives a `Record`, also
+when it fails) and reports the records. A job's paths are local files, or objects in an `ObjectStore`
+(`Job.scheme` says which store); `batch --ray` runs the same jobs through the same `run_job` on Ray.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -15,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fnmatch import translate
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Literal
 
 from resshift_cli.api import Provenance, Upscaler, write_output
@@ -31,6 +33,7 @@ from resshift_cli.images import (
 )
 from resshift_cli.pipeline import UpscaleOptions, schedule_for
 from resshift_cli.progress import ProgressCallback
+from resshift_cli.storage import ObjectStore, is_uri
 
 STDIO = "-"
 """Stands for stdin as an input and for stdout as an output."""
@@ -50,19 +53,30 @@ class Job:
     """One input and where its result goes: `source` None reads stdin, `target` None writes stdout.
 
     fmt: output format name ("png", "jpg", "webp", "tiff").
+    scheme: "" for local files; "s3" or "gs" when both paths are objects in that store ("bucket/key").
     """
 
     source: Path | None
     target: Path | None
     fmt: str
+    scheme: str = ""
+
+    @property
+    def store(self) -> ObjectStore | None:
+        return ObjectStore(self.scheme) if self.scheme else None
 
     @property
     def input_name(self) -> str:
-        return STDIO if self.source is None else str(self.source)
+        return self._name(self.source)
 
     @property
     def output_name(self) -> str:
-        return STDIO if self.target is None else str(self.target)
+        return self._name(self.target)
+
+    def _name(self, path: Path | None) -> str:
+        if path is None:
+            return STDIO
+        return f"{self.scheme}://{path.as_posix()}" if self.scheme else str(path)
 
 
 @dataclass(frozen=True)
@@ -94,8 +108,8 @@ class Record:
     provenance: Provenance | None = None
     exception: BaseException | None = field(default=None, repr=False)
 
-    def to_json(self) -> str:
-        """One JSON object: input, output, status, error, seconds, width, height, then the provenance."""
+    def fields(self) -> dict[str, object]:
+        """input, output, status, error, seconds, width, height, then the provenance's fields."""
         width, height = self.size or (None, None)
         data = {
             "input": self.input,
@@ -106,9 +120,25 @@ class Record:
             "width": width,
             "height": height,
         }
-        return json.dumps(
-            {**data, **(self.provenance.fields() if self.provenance else {})}, ensure_ascii=False
+        return {**data, **(self.provenance.fields() if self.provenance else {})}
+
+    def to_json(self) -> str:
+        """`fields` as one JSON object."""
+        return json.dumps(self.fields(), ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, line: str) -> Record:
+        """The record `to_json` wrote (seconds rounded to ms; no exception)."""
+        data = json.loads(line)
+        size = (data["width"], data["height"]) if data["width"] is not None else None
+        made = {k: v for k, v in data.items() if k not in _RECORD_KEYS}
+        provenance = Provenance(**made) if made else None
+        return cls(
+            data["input"], data["output"], data["status"], data["error"], data["seconds"], size, provenance
         )
+
+
+_RECORD_KEYS = frozenset({"input", "output", "status", "error", "seconds", "width", "height"})
 
 
 class LazyModel:
@@ -145,9 +175,9 @@ def output_extension(source: Path | None, fmt: str | None) -> str:
     return suffix if suffix.lower() in FORMATS else "png"
 
 
-def _named_job(source: Path, folder: Path, stem: str, fmt: str | None) -> Job:
+def _named_job(source: Path, folder: Path, stem: str, fmt: str | None, scheme: str = "") -> Job:
     name = f"{stem}.{output_extension(source, fmt)}"
-    return Job(source, folder / name, format_for(Path(name), None))
+    return Job(source, folder / name, format_for(Path(name), None), scheme)
 
 
 def _file_job(source: Path | None, target: Path, fmt: str | None) -> Job:
@@ -236,32 +266,80 @@ def _walk(folder: Path, recursive: bool, skip: str) -> Iterator[Path]:
         yield from (here / name for name in sorted(files) if not name.startswith("."))
 
 
+def _walk_store(store: ObjectStore, folder: Path, recursive: bool, skip: Path | None) -> Iterator[Path]:
+    """`_walk` for an object store: objects under `folder`, hidden names and the folder `skip` left out."""
+    for path in store.files(PurePosixPath(folder), recursive):
+        relative = path.relative_to(folder)
+        inside_skip = skip is not None and (skip == Path(path) or skip in Path(path).parents)
+        if not inside_skip and not any(part.startswith(".") for part in relative.parts):
+            yield Path(path)
+
+
 def find_images(
-    folder: Path, recursive: bool = False, pattern: str | None = None, skip: Path | None = None
+    folder: Path,
+    recursive: bool = False,
+    pattern: str | None = None,
+    skip: Path | None = None,
+    store: ObjectStore | None = None,
 ) -> list[Path]:
-    """The images `plan_batch` picks up, sorted; the folder `skip` (the output folder) is never entered."""
+    """The images `plan_batch` picks up, sorted; the folder `skip` (the output folder) is never entered.
+    With `store`, the paths are objects in it ("bucket/folder")."""
     wanted = _pattern_matcher(pattern)
-    skip_key = _path_key(skip) if skip is not None else ""
-    return [path for path in _walk(folder, recursive, skip_key) if wanted(path.relative_to(folder))]
+    if store is not None:
+        listing = _walk_store(store, folder, recursive, skip)
+    else:
+        listing = _walk(folder, recursive, _path_key(skip) if skip is not None else "")
+    return [path for path in listing if wanted(path.relative_to(folder))]
 
 
 def plan_batch(
-    folder: Path, outdir: Path, fmt: str | None = None, recursive: bool = False, pattern: str | None = None
+    folder: Path,
+    outdir: Path,
+    fmt: str | None = None,
+    recursive: bool = False,
+    pattern: str | None = None,
+    store: ObjectStore | None = None,
 ) -> list[Job]:
     """Jobs for `resshift batch`: OUTDIR mirrors the input tree with the same file names (the suffix
-    changes only with --format, or to .png for formats we read but do not write)."""
-    if _path_key(folder) == _path_key(outdir):
+    changes only with --format, or to .png for formats we read but do not write). With `store`, both
+    folders are in that object store ("bucket/folder")."""
+    if path_key(folder, store) == path_key(outdir, store):
         raise UsageError(f"{outdir}: the output folder must differ from the input folder")
-    sources = find_images(folder, recursive, pattern, skip=outdir)
+    sources = find_images(folder, recursive, pattern, skip=outdir, store=store)
     if not sources:
         what = f'matching "{pattern}"' if pattern else "with an image suffix"
         hint = "" if recursive else "; add --recursive to look in sub-folders"
-        raise UsageError(f"{folder}: no files {what}{hint}")
+        shown = store.name(PurePosixPath(folder)) if store is not None else str(folder)
+        raise UsageError(f"{shown}: no files {what}{hint}")
+    scheme = store.scheme if store is not None else ""
     jobs = []
     for source in sources:
         relative = source.relative_to(folder)
-        jobs.append(_named_job(source, outdir / relative.parent, relative.stem, fmt))
+        jobs.append(_named_job(source, outdir / relative.parent, relative.stem, fmt, scheme))
     return jobs
+
+
+def plan_folder(
+    folder: str, outdir: str, fmt: str | None = None, recursive: bool = False, pattern: str | None = None
+) -> list[Job]:
+    """`plan_batch` for folders as given on the command line: two local paths, or two folders in one
+    object store ("s3://bucket/in", "s3://bucket/out")."""
+    if is_uri(folder) != is_uri(outdir):
+        raise UsageError(
+            f"{folder} and {outdir}: FOLDER and -o must be two local folders or two folders in the same"
+            " object store"
+        )
+    if is_uri(folder):
+        store, source = ObjectStore.for_uri(folder)
+        out_store, target = ObjectStore.for_uri(outdir)
+        if out_store != store:
+            raise UsageError(f"{outdir}: the output folder must be in the same object store as {folder}")
+        return plan_batch(Path(source), Path(target), fmt, recursive, pattern, store)
+    if not Path(folder).is_dir():
+        raise UsageError(f"{folder}: no such folder")
+    if Path(outdir).exists() and not Path(outdir).is_dir():
+        raise UsageError(f"{outdir}: is a file; -o names the output folder")
+    return plan_batch(Path(folder), Path(outdir), fmt, recursive, pattern)
 
 
 # 3. Collisions ---------------------------------------------------------------------------------------------
@@ -273,27 +351,33 @@ def _path_key(path: Path) -> str:
     return str(path.expanduser().resolve()).casefold()
 
 
+def path_key(path: Path, store: ObjectStore | None = None) -> str:
+    """`_path_key` for a local path; for an object, its name case folded (the same outputs collide on
+    every filesystem)."""
+    return _path_key(path) if store is None else path.as_posix().casefold()
+
+
 def find_collisions(jobs: Sequence[Job]) -> dict[Job, str]:
     """Jobs that must not run, with the one-line reason: several inputs would write the same output,
     or an output would replace one of the inputs."""
     by_target: dict[str, list[Job]] = defaultdict(list)
     for job in jobs:
         if job.target is not None:
-            by_target[_path_key(job.target)].append(job)
-    inputs = {_path_key(job.source): job for job in jobs if job.source is not None}
+            by_target[path_key(job.target, job.store)].append(job)
+    inputs = {path_key(job.source, job.store): job for job in jobs if job.source is not None}
     problems: dict[Job, str] = {}
     for key, group in by_target.items():
         if len(group) > 1:
             names = " and ".join(job.input_name for job in group)
             for job in group:
                 problems[job] = (
-                    f"{job.input_name}: {names} would all write {job.target}; none of them was written"
+                    f"{job.input_name}: {names} would all write {job.output_name}; none of them was written"
                 )
         elif key in inputs:
             job = group[0]
             problems[job] = (
-                f"{job.input_name}: its output {job.target} would replace the input {inputs[key].input_name};"
-                " not written"
+                f"{job.input_name}: its output {job.output_name} would replace the input"
+                f" {inputs[key].input_name}; not written"
             )
     return problems
 
@@ -307,21 +391,32 @@ def check_formats(jobs: Sequence[Job], bit_depth: int | None) -> None:
 # 4. Running one job ----------------------------------------------------------------------------------------
 
 
-def _existing_outcome(job: Job, settings: Settings) -> tuple[str, str | None] | None:
+def _exists(job: Job) -> bool:
+    if job.target is None:
+        return False
+    store = job.store
+    if store is not None:
+        return store.exists(PurePosixPath(job.target))
+    return job.target.exists() or job.target.is_symlink()
+
+
+def existing_outcome(job: Job, settings: Settings) -> tuple[str, str | None] | None:
     """("skipped", None) or ("failed", reason) when the output is already there; None to go ahead."""
-    if job.target is None or not (job.target.exists() or job.target.is_symlink()):
+    if settings.existing == "overwrite" or not _exists(job):
         return None
     if settings.existing == "skip":
         return "skipped", None
-    if settings.existing == "overwrite":
-        return None
     return (
         "failed",
-        f"{job.target}: already exists; pass --overwrite to replace it or --skip-existing to keep it",
+        f"{job.output_name}: already exists; pass --overwrite to replace it or --skip-existing to keep it",
     )
 
 
 def _read(job: Job, max_pixels: int, stdin: BinaryIO | None) -> Picture:
+    store = job.store
+    if store is not None and job.source is not None:
+        data = store.read(PurePosixPath(job.source))
+        return read_picture(data, name=job.input_name, max_pixels=max_pixels)
     if job.source is not None:
         return read_picture(job.source, max_pixels=max_pixels)
     if stdin is None:
@@ -330,6 +425,12 @@ def _read(job: Job, max_pixels: int, stdin: BinaryIO | None) -> Picture:
 
 
 def _write(picture: Picture, job: Job, settings: Settings, made: Provenance, stdout: BinaryIO | None) -> None:
+    store = job.store
+    if store is not None and job.target is not None:
+        encoded = io.BytesIO()
+        write_picture(picture, encoded, job.fmt, settings.quality, settings.bit_depth, made.text())
+        store.write(PurePosixPath(job.target), encoded.getvalue())
+        return
     if job.target is not None:
         write_output(picture, job.target, job.fmt, settings.quality, settings.bit_depth, made)
         return
@@ -374,7 +475,7 @@ def run_job(
     `notice` hears about retries, prefixed with the input's name.
     """
     started = time.perf_counter()
-    outcome = _existing_outcome(job, settings)
+    outcome = existing_outcome(job, settings)
     if outcome is not None:
         status, reason = outcome
         return Record(job.input_name, job.output_name, status, reason, time.perf_counter() - started)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from enum import Enum
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -88,23 +87,21 @@ Suffix = Annotated[
     ),
 ]
 Folder = Annotated[
-    Path,
+    str,
     typer.Argument(
-        help="Folder of images to upscale.",
+        help="Folder of images to upscale: a path, or s3://BUCKET/PATH, gs://BUCKET/PATH.",
         metavar="FOLDER",
-        exists=True,
-        file_okay=False,
-        dir_okay=True,
         show_default=False,
     ),
 ]
 OutDir = Annotated[
-    Path,
+    str,
     typer.Option(
         "--output",
         "-o",
-        help="Folder that receives the outputs, mirroring the input tree with the same file names.",
-        file_okay=False,
+        help="Folder that receives the outputs, mirroring the input tree with the same file names"
+        " (a path, or a folder in the same object store as FOLDER).",
+        metavar="DIR",
         show_default=False,
         rich_help_panel=OUTPUT_PANEL,
     ),
@@ -298,6 +295,37 @@ Quiet = Annotated[
     ),
 ]
 _DEBUG_HELP = "Show full tracebacks on errors."
+RAY_PANEL = "Ray"
+UseRay = Annotated[
+    bool,
+    typer.Option(
+        "--ray",
+        help="Run on Ray: a local Ray runtime using this machine's GPUs (or CPUs), or the cluster at"
+        " --ray-address. Needs pip install 'resshift-cli\\[ray]'.",
+        rich_help_panel=RAY_PANEL,
+    ),
+]
+RayAddress = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="Join this Ray cluster instead (auto, ray://HOST:10001, HOST:6379); implies --ray.",
+        metavar="ADDRESS",
+        show_default=False,
+        rich_help_panel=RAY_PANEL,
+    ),
+]
+Workers = Annotated[
+    int | None,
+    typer.Option(
+        "--workers",
+        min=1,
+        help="With --ray: most model replicas (default: one per GPU; without GPUs one per node, using"
+        " all of its CPUs).",
+        show_default=False,
+        rich_help_panel=RAY_PANEL,
+    ),
+]
 RootDebug = Annotated[bool, typer.Option("--debug", help=_DEBUG_HELP, callback=debug_option)]
 """`resshift --debug COMMAND`: sets the traceback switch for the run (`cli.errors.debug_option`)."""
 Debug = Annotated[

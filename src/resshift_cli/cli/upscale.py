@@ -4,16 +4,18 @@ Reporting: stdout carries data only (the image with `-o -`, or one JSON line per
 Progress bars go to stderr, only when stderr is a terminal and -q is not given; errors are always one
 line each on stderr; with several inputs a summary line ends the run (unless -q).
 Exit codes: 0 every input done or skipped, 1 some input failed, 2 usage error, 130 interrupted.
+`batch --ray` runs the same jobs on Ray (`resshift_cli.ray`) and reports them the same way.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import TextIO
 
@@ -51,6 +53,7 @@ from resshift_cli.cli.options import (
     PrecisionOption,
     Quality,
     Quiet,
+    RayAddress,
     Recursive,
     Scale,
     Seed,
@@ -60,6 +63,8 @@ from resshift_cli.cli.options import (
     Tile,
     TileBatch,
     TileOverlap,
+    UseRay,
+    Workers,
     overlap_pixels,
 )
 from resshift_cli.devices import resolve_device, resolve_precision
@@ -73,7 +78,7 @@ from resshift_cli.jobs import (
     Settings,
     check_formats,
     find_collisions,
-    plan_batch,
+    plan_folder,
     plan_upscale,
     run_job,
 )
@@ -207,35 +212,62 @@ def _report_collisions(jobs: Sequence[Job], run: Run) -> list[Record]:
     return records
 
 
-def _run_jobs(jobs: Sequence[Job], settings: Settings, run: Run) -> list[Record]:
-    """Report collisions, then run the other jobs in order (KeyboardInterrupt propagates)."""
+Runner = Callable[[Sequence[Job], Settings, Run, ProgressBars], Iterator[Record]]
+"""Runs the jobs that passed the collision check and yields their records as they finish."""
+
+
+def _run_here(jobs: Sequence[Job], settings: Settings, run: Run, bars: ProgressBars) -> Iterator[Record]:
+    """One job after the other in this process, the model loaded at the first job that needs it."""
+    notice = None if run.quiet else _warning_line
+    model = LazyModel(lambda: _load(run, settings.options.dtype, bars))
+    for job in jobs:
+        name = job.source.name if job.source is not None else "<stdin>"
+        streams = {
+            "stdin": sys.stdin.buffer if job.source is None else None,
+            "stdout": sys.stdout.buffer if job.target is None else None,
+        }
+        yield run_job(job, settings, model, progress=bars.image(name), notice=notice, **streams)
+
+
+def _run_jobs(jobs: Sequence[Job], settings: Settings, run: Run, runner: Runner) -> list[Record]:
+    """Report collisions, then run the other jobs (KeyboardInterrupt propagates)."""
     records = _report_collisions(jobs, run)
     ruled_out = {record.input for record in records}
     runnable = [job for job in jobs if job.input_name not in ruled_out]
     enabled = not run.quiet and Console(stderr=True).is_terminal
-    notice = None if run.quiet else _warning_line
+    out = sys.stdout  # the runner may point sys.stdout elsewhere while it runs
     with ProgressBars(len(runnable), enabled) as bars:
-        model = LazyModel(lambda: _load(run, settings.options.dtype, bars))
-        for job in runnable:
-            name = job.source.name if job.source is not None else "<stdin>"
-            streams = {
-                "stdin": sys.stdin.buffer if job.source is None else None,
-                "stdout": sys.stdout.buffer if job.target is None else None,
-            }
-            progress = bars.image(name)
-            records.append(run_job(job, settings, model, progress=progress, notice=notice, **streams))
-            _emit(records[-1], run, sys.stdout)
+        for record in runner(runnable, settings, run, bars):
+            records.append(record)
+            _emit(record, run, out)
             bars.file_done()
     return records
 
 
-def _execute(jobs: Sequence[Job], settings: Settings, run: Run) -> None:
+def _on_ray(address: str | None, workers: int | None, device: str, precision: str) -> Runner:
+    """A runner that sends the jobs to Ray (`resshift_cli.ray.run_batch`); UsageError without Ray."""
+    from resshift_cli.ray import Replica, import_ray, run_batch
+
+    import_ray()
+    for name in ("ray", "ray.data"):  # stderr keeps our lines: Ray's own only when they are errors
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+    def runner(jobs: Sequence[Job], settings: Settings, run: Run, _bars: ProgressBars) -> Iterator[Record]:
+        replica = Replica(run.model, device, precision, run.compiled)
+        notice = None if run.quiet else _warning_line
+        with contextlib.redirect_stdout(sys.stderr):  # Ray prints its workers' errors on sys.stdout
+            yield from run_batch(jobs, settings, replica, address=address, workers=workers, notice=notice)
+
+    return runner
+
+
+def _execute(jobs: Sequence[Job], settings: Settings, run: Run, runner: Runner = _run_here) -> None:
     """Run every job, print the summary, and leave with the exit code that sums up the records."""
     started = time.perf_counter()
     check_formats(jobs, settings.bit_depth)
     _check_stdout(jobs, run.json_lines)
     try:
-        records = _run_jobs(jobs, settings, run)
+        records = _run_jobs(jobs, settings, run, runner)
     except KeyboardInterrupt:
         error_line("interrupted; no partial file was left; rerun with --skip-existing to resume")
         raise typer.Exit(EXIT_INTERRUPTED) from None
@@ -310,6 +342,13 @@ class Shared:
         settings = self.settings(resolve_precision(self.precision.value, device))
         _execute(jobs, settings, Run(self.model, device, self.compiled, self.json_lines, self.quiet))
 
+    def execute_on_ray(self, jobs: Sequence[Job], address: str | None, workers: int | None) -> None:
+        """Run the jobs on Ray; each replica resolves the device and precision on its own machine."""
+        runner = _on_ray(address, workers, self.device, self.precision.value)
+        settings = self.settings(resolve_precision(self.precision.value, torch.device("cpu")))
+        run = Run(self.model, torch.device("cpu"), self.compiled, self.json_lines, self.quiet)
+        _execute(jobs, settings, run, runner)
+
 
 def upscale(
     inputs: Inputs,
@@ -372,11 +411,23 @@ def batch(
     json_lines: Json = False,
     quiet: Quiet = False,
     debug: Debug = False,
+    ray: UseRay = False,
+    ray_address: RayAddress = None,
+    workers: Workers = None,
 ) -> None:
     """Upscale every image in FOLDER into the -o folder, mirroring its tree with the same file names.
 
     A file that fails does not stop the others. Inputs that would write the same output are reported
     before any work and left out. Ctrl-C stops cleanly; rerun with --skip-existing to resume.
+
+    FOLDER and -o may be s3:// or gs:// folders. On a Ray cluster (--ray) the same jobs give the same
+    files, with one model per GPU.
     """
     shared = Shared.pick(locals())
-    shared.execute(plan_batch(folder, output, shared.format_name, recursive, glob))
+    jobs = plan_folder(folder, output, shared.format_name, recursive, glob)
+    if ray or ray_address is not None:
+        shared.execute_on_ray(jobs, ray_address, workers)
+    elif workers is not None:
+        raise UsageError("--workers needs --ray")
+    else:
+        shared.execute(jobs)
