@@ -168,17 +168,22 @@ def _runjobs_actors() -> dict[str, dict]:
     }
 
 
+def copies(root: Path, source: Path, names: list[str]) -> Path:
+    """A new folder `root` holding `source`'s bytes under each of `names`."""
+    root.mkdir()
+    for name in names:
+        (root / name).write_bytes(source.read_bytes())
+    return root
+
+
 @needs_ray
 def test_a_worker_killed_mid_run_loses_no_image_and_leaves_no_partial_file(
     ray_runtime: None, tmp_path: Path, model_dir: Path, tree: Path, local_run
 ) -> None:
     """Five copies of one image on one replica; its process is SIGKILLed once the first output exists."""
     local_out, _ = local_run
-    root = tmp_path / "in"
-    root.mkdir()
     names = [f"img{i}.png" for i in range(5)]
-    for name in names:
-        (root / name).write_bytes((tree / "rgba.png").read_bytes())
+    root = copies(tmp_path / "in", tree / "rgba.png", names)
     out = tmp_path / "out"
     killed: list[tuple[int, int]] = []
 
@@ -215,10 +220,7 @@ def test_an_image_that_kills_its_worker_every_time_is_one_failed_record(
     ray_runtime: None, tmp_path: Path, model_dir: Path, tree: Path, local_run
 ) -> None:
     local_out, _ = local_run
-    root = tmp_path / "in"
-    root.mkdir()
-    for name in ("good.png", POISON):
-        (root / name).write_bytes((tree / "rgba.png").read_bytes())
+    root = copies(tmp_path / "in", tree / "rgba.png", ["good.png", POISON])
     out = tmp_path / "out"
     result = invoke("batch", root, "-o", out, "--json", "-m", model_dir, *CPU, "--ray", "--workers", "1")
     assert result.exit_code == 1
