@@ -14,11 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from resshift_cli import cost
 from resshift_cli.colorfix import ColorFix, fix_colors
 from resshift_cli.config import SIZE_MULTIPLE, ModelConfig
 from resshift_cli.devices import autocast, generator, memory_format
 from resshift_cli.errors import UsageError
 from resshift_cli.loading import Autoencoder
+from resshift_cli.nets.vqgan import shared_statistics
 from resshift_cli.progress import Progress, ProgressCallback
 from resshift_cli.sampler import Denoiser, StepInfo, sample
 from resshift_cli.schedule import Schedule, make_schedule, respace
@@ -29,11 +31,6 @@ DEFAULT_TILE = 256
 OVERLAP_FRACTION = 4
 """The automatic tile overlap is a quarter of the tile (64 at 256, 16 at 64), the official chop's ratio."""
 DEFAULT_TILE_BATCH = 0
-VAE_TILE = 128
-VAE_OVERLAP = 16
-VAE_CONTEXT = 16
-"""Autoencoder tiling in LR (= latent) pixels: its mid-block attention is quadratic in the tile's area, so
-it gets its own small tiles (blended over `VAE_OVERLAP`, each reading `VAE_CONTEXT` of extra context)."""
 
 
 class Networks(Protocol):
@@ -75,6 +72,7 @@ class UpscaleOptions:
     tile: int = DEFAULT_TILE
     tile_overlap: int | None = None
     tile_batch: int = DEFAULT_TILE_BATCH
+    vae_tile: int | None = None
     official_tiling: bool = False
     steps: int | None = None
     color_fix: ColorFix = "none"
@@ -154,7 +152,10 @@ def encode_lr(model: Networks, y_padded: Tensor) -> Tensor:
 
 
 def decode_latent(
-    model: Networks, z: Tensor, tiled: bool = False, report: Callable[[int, int], None] | None = None
+    model: Networks,
+    z: Tensor,
+    tiling: cost.VaeTiling = cost.UNTILED,
+    report: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """(B, 3, h, w) latent → (B, 3, 4h, 4w) image, roughly [−1, 1], not clamped.
 
@@ -163,7 +164,18 @@ def decode_latent(
     autoencoder = model.autoencoder
     z_q = autoencoder.quantize(z / model.config.diffusion.scale_factor)
     decode = lambda part: autoencoder.decode_without_quantization(part).float()  # noqa: E731
-    return _vae_map(decode, z_q, model.scale, tiled, report)
+    return vae_map(decode, autoencoder.decoder, z_q, model.scale, tiling, report)
+
+
+def encode_canvas(
+    model: Networks,
+    y_padded: Tensor,
+    tiling: cost.VaeTiling = cost.UNTILED,
+    report: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """`encode_lr` of a whole (B, 3, h, w) LR canvas in [−1, 1], tiled as `tiling` says → (B, 3, h, w)."""
+    encode = lambda lr: encode_lr(model, lr)  # noqa: E731
+    return vae_map(encode, model.autoencoder.encoder, y_padded, 1, tiling, report)
 
 
 def schedule_for(model: Networks, options: UpscaleOptions) -> Schedule:
@@ -211,19 +223,39 @@ def _denoiser(
     return denoise
 
 
-def _vae_map(
+def vae_map(
     fn: Callable[[Tensor], Tensor],
+    network: torch.nn.Module,
     x: Tensor,
     scale: int,
-    tiled: bool,
-    report: Callable[[int, int], None] | None,
+    tiling: cost.VaeTiling,
+    report: Callable[[int, int], None] | None = None,
 ) -> Tensor:
-    """Run an autoencoder half (`fn`) on the whole canvas, or in `VAE_TILE` tiles one at a time, each
-    reading `VAE_CONTEXT` pixels of unblended context, blended over `VAE_OVERLAP`."""
-    if not tiled:
+    """Run an autoencoder half (`fn`, whose GroupNorms live in `network`) on the whole (B, C, h, w) canvas,
+    or tile by tile as `tiling` says: each tile reads `tiling.context` pixels of unblended context, tiles
+    are blended over `tiling.overlap`, and all normalise with the GroupNorm statistics of one pass over
+    the canvas area-downscaled to `tiling.stats_side` (so tiles agree in tone; 0: each tile its own
+    statistics). → (B, C', h·scale, w·scale)."""
+    if not tiling.tiled:
         return fn(x).float()
-    tiles = plan_tiles(x.shape[-2], x.shape[-1], VAE_TILE, VAE_OVERLAP)
-    return tiled_map(fn, x, tiles, scale, context=VAE_CONTEXT, on_batch=report)
+    tiles = plan_tiles(x.shape[-2], x.shape[-1], tiling.tile, tiling.overlap)
+    if not tiling.stats_side:
+        return tiled_map(fn, x, tiles, scale, context=tiling.context, on_batch=report)
+    small = F.interpolate(x, size=cost.stats_size(*x.shape[-2:], tiling.stats_side), mode="area")
+    with shared_statistics(network, lambda: fn(small)):
+        return tiled_map(fn, x, tiles, scale, context=tiling.context, on_batch=report)
+
+
+def vae_tiling(model: Networks, options: UpscaleOptions, height: int, width: int) -> cost.VaeTiling:
+    """The autoencoder tiling for a (height, width) padded LR canvas: `options.vae_tile` when given (0 =
+    untiled), untiled when the denoiser is (`tile` 0: the exact path), else the cost model's choice for the
+    model's device class and precision."""
+    if options.vae_tile is not None:
+        return cost.with_tile(options.vae_tile)
+    if options.tile == 0:
+        return cost.UNTILED
+    rates = cost.rates_for(model.device, options.dtype)
+    return cost.choose_vae_tiling(model.config.autoencoder, height, width, rates)
 
 
 def tile_batch_for(device: torch.device) -> int:
@@ -251,20 +283,20 @@ def _upscale(
     """The shared-latent pipeline on (1, 3, H, W) in [−1, 1] → (1, 3, s·H, s·W) in [−1, 1], not clamped.
 
     1. reflect-pad to multiples of 64 and plan the denoiser's tiles on the padded canvas;
-    2. encode bicubic-×s LR into one latent canvas (in `VAE_TILE` tiles when the image is tiled);
+    2. encode bicubic-×s LR into one latent canvas (in tiles when `vae_tiling` says so);
     3. draw prior and step noise on the whole canvas; at every step blend the tiles' x̂₀ (smooth weights);
     4. decode (tiled likewise) and crop the padding.
     """
     height, width = y.shape[-2:]
     y_p = pad_to_multiple(y, model.size_multiple)
     tiles = plan(*y_p.shape[-2:], options)
-    tiled = len(tiles) > 1
+    tiling = vae_tiling(model, options, *y_p.shape[-2:])
     schedule = schedule_for(model, options)
-    z_y = _vae_map(lambda lr: encode_lr(model, lr), y_p, 1, tiled, _reporter(progress, "encode"))
+    z_y = encode_canvas(model, y_p, tiling, _reporter(progress, "encode"))
     tracker = _DenoiseProgress(progress, schedule.steps, len(tiles))
     denoise = _denoiser(model, y_p, tiles, options, tracker)
     z_0 = sample(denoise, z_y, schedule, generator(options.seed), tracker.step_done)
-    image = decode_latent(model, z_0, tiled, _reporter(progress, "decode"))
+    image = decode_latent(model, z_0, tiling, _reporter(progress, "decode"))
     return image[..., : model.scale * height, : model.scale * width]
 
 
