@@ -494,7 +494,6 @@ def make_case(
     cpu_class: str = "native",
 ) -> Case:
     """The `Case` for one grid point; the overlap defaults to a quarter of the tile."""
-    tile = effective_tile(size, tile)
     overlap = args.tile_overlap if args.tile_overlap is not None else tile // 4
     return Case(
         model=args.model,

@@ -70,12 +70,22 @@ def test_unet_cost_is_linear_in_the_area() -> None:
 
 def test_tiled_flops_add_up_the_windows_and_the_statistics_pass() -> None:
     config = vq_f4()
-    tiling = cost.VaeTiling(tile=128, context=8, overlap=0, stats_side=64)
+    tiling = cost.VaeTiling(tile=128, context=8, overlap=0, stats_side=64, stats_crops=4)
     encode, decode = cost.autoencoder_flops(config, 256, 256, tiling)
     windows = cost.windows(256, 256, tiling)
     assert [(w.height, w.width) for w in windows] == [(144, 144)] * 4  # slid inside the canvas, same size
-    per_window = cost.decoder_flops(config.ddconfig, 3, 144, 144)
-    assert decode.total == 4 * per_window.total + cost.decoder_flops(config.ddconfig, 3, 64, 64).total
+    crops = cost.sample_crops(256, 256, tiling)
+    assert [(c.top, c.left, c.height) for c in crops] == [
+        (0, 0, 64),
+        (0, 192, 64),
+        (192, 0, 64),
+        (192, 192, 64),
+    ]
+    dd, shared, mid = config.ddconfig, 4 * 64 * 64, 512
+    per_window = cost.decoder_flops(dd, 3, 144, 144, shared)
+    per_crop = cost.decoder_flops(dd, 3, 64, 64, shared) + cost.conv(mid, mid, 2 * 64 * 64)
+    assert decode.total == pytest.approx(4 * per_window.total + 4 * per_crop.total, rel=1e-12)
+    assert per_window.attention == 4 * 144 * 144 * shared * mid  # linear in the window's area
     assert encode.total > 0
 
 
@@ -98,7 +108,7 @@ def test_small_canvases_run_the_autoencoder_whole() -> None:
 def test_the_chosen_tiling_is_the_cheapest_that_fits_memory(precision: str) -> None:
     config, rates = vq_f4(), cost.RATES["avx512-bf16", precision]
     chosen = cost.choose_vae_tiling(config, 512, 512, rates)
-    assert chosen.tiled and chosen.stats_side == cost.STATS_SIDE
+    assert chosen.tiled and chosen.context == cost.VAE_CONTEXT
     best = cost.predicted_seconds(config, 512, 512, chosen, rates)
     for tile in (0, 32, 64, 96, 128, 192, 256):
         other = cost.with_tile(tile)

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import torch
 
-from resshift_cli.config import AutoencoderConfig, DDConfig, FirstStage, UNetConfig
+from resshift_cli.config import AutoencoderConfig, DDConfig, FirstStage, ModelConfig, UNetConfig
 from resshift_cli.devices import cpu_class, precision_name
-from resshift_cli.tiling import Tile, context_window, plan_tiles
+from resshift_cli.tiling import Tile, context_window, official_tiles, plan_tiles
 
 LQ_CHANNELS = 3
 """LR channels concatenated to the latent at the UNet's input (`nets.unet.LQ_CHANNELS`)."""
@@ -207,6 +207,7 @@ class VaeTiling:
     context: int = 0
     overlap: int = 0
     stats_side: int = 0
+    stats_crops: int = 4
 
     @property
     def tiled(self) -> bool:
@@ -224,11 +225,14 @@ def windows(height: int, width: int, tiling: VaeTiling) -> list[Tile]:
     return [context_window(t, tiling.context, height, width) for t in tiles]
 
 
-def stats_size(height: int, width: int, side: int) -> tuple[int, int]:
-    """The (height, width) of the statistics pass: the canvas downscaled by a whole factor until both sides
-    are at most `side` (at least 1 pixel each)."""
-    factor = max(1, math.ceil(max(height, width) / side))
-    return max(1, round(height / factor)), max(1, round(width / factor))
+def sample_crops(height: int, width: int, tiling: VaeTiling) -> list[Tile]:
+    """The crops of the statistics pass: `tiling.stats_crops` squares of side `tiling.stats_side` (at most
+    the canvas), on a grid spread evenly from corner to corner, fewer where the canvas has room for fewer."""
+    side_h, side_w = min(tiling.stats_side, height), min(tiling.stats_side, width)
+    per_axis = max(1, math.isqrt(tiling.stats_crops))
+    tops = sorted({round(i * (height - side_h) / max(per_axis - 1, 1)) for i in range(per_axis)})
+    lefts = sorted({round(i * (width - side_w) / max(per_axis - 1, 1)) for i in range(per_axis)})
+    return [Tile(top, left, side_h, side_w) for top in tops for left in lefts]
 
 
 def autoencoder_flops(config: FirstStage, height: int, width: int, tiling: VaeTiling) -> tuple[Flops, Flops]:
@@ -242,12 +246,16 @@ def autoencoder_flops(config: FirstStage, height: int, width: int, tiling: VaeTi
     decode = total(decoder_flops(dd, embed, h, w) for h, w in sizes)
     if not (tiling.tiled and tiling.stats_side):
         return encode, decode
-    stats_h, stats_w = stats_size(height, width, tiling.stats_side)
-    shared = stats_h * stats_w
+    crops = sample_crops(height, width, tiling)
+    shared = sum(c.height * c.width for c in crops)
     encode = total(encoder_flops(dd, embed, f * h, f * w, shared) for h, w in sizes)
     decode = total(decoder_flops(dd, embed, h, w, shared) for h, w in sizes)
-    stats_encode = encoder_flops(dd, embed, f * stats_h, f * stats_w)
-    return encode + stats_encode, decode + decoder_flops(dd, embed, stats_h, stats_w)
+    width_mid = dd.ch * dd.ch_mult[-1]
+    for crop in crops:  # the statistics pass: each crop attends over all `shared` sampled positions
+        keys_values = 2 * conv(width_mid, width_mid, crop.height * crop.width)
+        encode += encoder_flops(dd, embed, f * crop.height, f * crop.width, shared) + keys_values
+        decode += decoder_flops(dd, embed, crop.height, crop.width, shared) + keys_values
+    return encode, decode
 
 
 @dataclass(frozen=True)
@@ -265,18 +273,22 @@ class Rates:
 RATES: dict[tuple[str, str], Rates] = {
     ("avx512-bf16", "fp32"): Rates(conv=93.0, attention=94.0),
     ("avx512-bf16", "bf16"): Rates(conv=190.0, attention=92.5),
+    ("avx2", "fp32"): Rates(conv=92.0, attention=96.0),
+    ("avx2", "bf16"): Rates(conv=17.5, attention=91.7),
 }
 """GFLOP/s per thread by (CPU class or "cuda", precision name), measured with `benchmarks/stage_rates.py`
 (realsr-v3 architecture, 64² latent windows, one thread, CPU time); see benchmarks/README.md."""
 FALLBACK_CLASS = "avx512-bf16"
 """Rates for a class or device not in `RATES` (only the conv : attention ratio matters to the chooser)."""
 
-VAE_CONTEXT = 8
+VAE_CONTEXT = 0
 VAE_OVERLAP = 8
-STATS_SIDE = 64
-"""Autoencoder tiles read `VAE_CONTEXT` latent pixels of context per side and are blended over
-`VAE_OVERLAP`; their shared GroupNorm statistics come from the canvas downscaled to at most `STATS_SIDE`
-(measured on photos with the tiny model: `tests/test_vae_tiling.py`, benchmarks/README.md)."""
+"""Autoencoder tiles are blended over `VAE_OVERLAP` latent pixels and read `VAE_CONTEXT` pixels of extra
+context per side. Context is paid on every tile: 8 pixels made the realsr autoencoder 1.5× dearer at 1 MP
+(predicted 2.47× → 1.68× over the official chop, bf16) for < 1 dB against untiled on the tiny model
+(photo, 64-pixel tiles, per-tile statistics: 14.5 → 15.1 dB), so tiles read none, like the official chop."""
+SHARED_CROPS = 4
+"""`shared_tiling` samples this many crops (a 2 × 2 grid) for its statistics pass."""
 EXACT_AREA = 128 * 128
 """Latent canvases of at most this many positions run the autoencoder whole (the exact, official path):
 there the realsr autoencoder's attention is 1.1 TFLOP against 3.8 TFLOP of convolutions and tiling's
@@ -291,8 +303,17 @@ GroupNorm's float32 copy)."""
 
 
 def with_tile(tile: int) -> VaeTiling:
-    """An explicit autoencoder tile (0 = untiled) with the standard context, overlap and statistics pass."""
-    return UNTILED if tile == 0 else VaeTiling(tile, VAE_CONTEXT, min(VAE_OVERLAP, tile - 1), STATS_SIDE)
+    """An explicit autoencoder tile (0 = untiled) with the standard context and overlap; each tile
+    normalises with its own statistics."""
+    return UNTILED if tile == 0 else VaeTiling(tile, VAE_CONTEXT, min(VAE_OVERLAP, tile - 1))
+
+
+def shared_tiling(tile: int, height: int, width: int) -> VaeTiling:
+    """`with_tile(tile)` whose tiles share GroupNorm statistics and attention keys from a first pass over
+    `SHARED_CROPS` crops that together cover the (height, width) canvas: tiles then agree with the untiled
+    autoencoder (tests/test_vae_tiling.py), at the price of one more pass over the canvas."""
+    side = -(-max(height, width) // math.isqrt(SHARED_CROPS))
+    return VaeTiling(tile, VAE_CONTEXT, min(VAE_OVERLAP, tile - 1), side, SHARED_CROPS)
 
 
 def window_bytes(config: FirstStage, height: int, width: int) -> float:
@@ -331,3 +352,33 @@ def rates_for(device: torch.device, dtype: torch.dtype) -> Rates:
     cls = cpu_class() if device.type == "cpu" else device.type
     name = precision_name(dtype)
     return RATES.get((cls, name)) or RATES.get((FALLBACK_CLASS, name)) or RATES[FALLBACK_CLASS, "fp32"]
+
+
+def _padded(side: int, multiple: int = 64) -> int:
+    return -(-side // multiple) * multiple
+
+
+def upscale_flops(
+    config: ModelConfig, height: int, width: int, tile: int, overlap: int, tiling: VaeTiling, steps: int
+) -> dict[str, Flops]:
+    """FLOPs per stage ("encode", "denoise", "decode") of our pipeline on an LR image of (height, width):
+    the canvas padded to 64, denoiser tiles of `tile` (0 or ≥ the canvas: whole) overlapping by `overlap`,
+    `steps` denoiser calls per tile, the autoencoder under `tiling`."""
+    h, w = _padded(height), _padded(width)
+    whole = tile == 0 or (h <= tile and w <= tile)
+    tiles = [Tile(0, 0, h, w)] if whole else plan_tiles(h, w, tile, overlap)
+    denoise = total(unet_flops(config.unet, t.height, t.width) for t in tiles) * steps
+    encode, decode = autoencoder_flops(config.autoencoder, h, w, tiling)
+    return {"encode": encode, "denoise": denoise, "decode": decode}
+
+
+def official_chop_flops(
+    config: ModelConfig, height: int, width: int, patch: int, overlap: int, steps: int
+) -> dict[str, Flops]:
+    """FLOPs per stage of the official chop (docs/official-behaviour.md §2.4): every patch of `patch` LR
+    pixels (stride patch − overlap) a whole, independent run."""
+    stages = {"encode": Flops(), "denoise": Flops(), "decode": Flops()}
+    for t in official_tiles(height, width, patch, patch - overlap):
+        for stage, flops in upscale_flops(config, t.height, t.width, 0, 0, UNTILED, steps).items():
+            stages[stage] += flops
+    return stages

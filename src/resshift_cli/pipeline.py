@@ -65,6 +65,8 @@ class UpscaleOptions:
     official_tiling: reproduce the official script's chop (independent chains, equal-weight average).
     steps: sampling steps, 1 … the model's trained steps (respaced, `schedule.respace`); None = trained.
     color_fix: "none", "wavelet" or "adain" (`colorfix`), applied to the result against the bicubic input.
+    vae_tile: autoencoder tile side in LR (= latent) pixels, 0 for the whole image at once; None = chosen
+    by the cost model (`cost.choose_vae_tiling`), or untiled when `tile` is 0 (the exact path).
     """
 
     seed: int = DEFAULT_SEED
@@ -72,10 +74,10 @@ class UpscaleOptions:
     tile: int = DEFAULT_TILE
     tile_overlap: int | None = None
     tile_batch: int = DEFAULT_TILE_BATCH
-    vae_tile: int | None = None
     official_tiling: bool = False
     steps: int | None = None
     color_fix: ColorFix = "none"
+    vae_tile: int | None = None
 
     @property
     def overlap(self) -> int:
@@ -232,17 +234,20 @@ def vae_map(
     report: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """Run an autoencoder half (`fn`, whose GroupNorms live in `network`) on the whole (B, C, h, w) canvas,
-    or tile by tile as `tiling` says: each tile reads `tiling.context` pixels of unblended context, tiles
-    are blended over `tiling.overlap`, and all normalise with the GroupNorm statistics of one pass over
-    the canvas area-downscaled to `tiling.stats_side` (so tiles agree in tone; 0: each tile its own
-    statistics). → (B, C', h·scale, w·scale)."""
+    or tile by tile as `tiling` says: each tile reads `tiling.context` pixels of unblended context and tiles
+    are blended over `tiling.overlap`. With `tiling.stats_side`, all tiles share the GroupNorm statistics
+    and attention keys of one pass over `cost.sample_crops` (so they agree in tone); without, each tile
+    uses its own. → (B, C', h·scale, w·scale)."""
     if not tiling.tiled:
-        return fn(x).float()
+        out = fn(x).float()
+        if report is not None:
+            report(1, 1)
+        return out
     tiles = plan_tiles(x.shape[-2], x.shape[-1], tiling.tile, tiling.overlap)
     if not tiling.stats_side:
         return tiled_map(fn, x, tiles, scale, context=tiling.context, on_batch=report)
-    small = F.interpolate(x, size=cost.stats_size(*x.shape[-2:], tiling.stats_side), mode="area")
-    with shared_statistics(network, lambda: fn(small)):
+    crops = [x[(..., *c.slices())] for c in cost.sample_crops(*x.shape[-2:], tiling)]
+    with shared_statistics(network, lambda: fn(torch.cat(crops))):
         return tiled_map(fn, x, tiles, scale, context=tiling.context, on_batch=report)
 
 

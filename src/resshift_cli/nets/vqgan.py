@@ -30,9 +30,9 @@ class GroupNorm(nn.GroupNorm):
     """GroupNorm whose per-group statistics can be recorded on one pass and shared by later ones.
 
     mode "own" (the default): ordinary GroupNorm over the input's own positions (`nn.GroupNorm`, bit for bit).
-    "record": the same, computed in float32, keeping the per-group mean and variance.
-    "shared": normalises with the recorded statistics instead of the input's, so tiles of one image are
-    all normalised alike (`shared_statistics`).
+    "record": in float32 over the positions of all the batch's inputs together (crops of one image), keeping
+    that per-group mean and variance. "shared": normalises with the recorded statistics instead of the
+    input's, so tiles of one image are all normalised alike (`shared_statistics`).
     """
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True) -> None:
@@ -47,7 +47,7 @@ class GroupNorm(nn.GroupNorm):
         b, c = x.shape[:2]
         groups = x.float().reshape(b, self.num_groups, -1)
         if self.mode == "record":
-            var, mean = torch.var_mean(groups, dim=-1, unbiased=False, keepdim=True)
+            var, mean = torch.var_mean(groups, dim=(0, 2), unbiased=False, keepdim=True)
             self.statistics = (mean, var)
         if self.statistics is None:
             raise RuntimeError("shared GroupNorm statistics were never recorded")
@@ -65,8 +65,8 @@ def normalize(channels: int) -> GroupNorm:
 @contextlib.contextmanager
 def shared_statistics(network: nn.Module, estimate: Callable[[], object]) -> Iterator[None]:
     """Within the block, every `GroupNorm` of `network` normalises with the statistics recorded by
-    `estimate()` (a pass of `network` over the whole image, downscaled) instead of each input's own, and
-    every `AttnBlock` attends over the keys and values recorded by that pass.
+    `estimate()` (a pass of `network` over a batch of crops spread over the image, pooled) instead of each
+    input's own, and every `AttnBlock` attends over the keys and values of all those crops.
 
     Tiles of one image then share one normalisation and one attention context: no tile-to-tile tone drift
     from per-tile statistics or from attention that sees only the tile. Afterwards the modules are
@@ -112,10 +112,10 @@ class ResnetBlock(nn.Module):
 class AttnBlock(nn.Module):
     """Single-head self-attention over all H·W positions, with a residual (mid-block only).
 
-    mode "own" (the default): queries, keys and values from the input. "record": the same, keeping the
-    keys and values. "shared": queries from the input, keys and values recorded from a pass over the
-    whole (downscaled) image, so every tile attends over the whole picture as the untiled network does
-    (`shared_statistics`), at a cost linear in the tile's area.
+    mode "own" (the default): queries, keys and values from the input. "record": every input of the batch
+    (crops of one image) attends over the keys and values of all of them, which are kept. "shared": queries
+    from the input, keys and values those recorded, so every tile attends over positions from the whole
+    picture as the untiled network does (`shared_statistics`), at a cost linear in the tile's area.
     """
 
     def __init__(self, channels: int) -> None:
@@ -140,7 +140,8 @@ class AttnBlock(nn.Module):
         else:
             k, v = _tokens(self.k(y)), _tokens(self.v(y))
             if self.mode == "record":
-                self.keys_values = (k, v)
+                self.keys_values = (k.reshape(1, 1, -1, c), v.reshape(1, 1, -1, c))
+                k, v = (t.expand(b, -1, -1, -1) for t in self.keys_values)
         out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype))  # (B, 1, H·W, C)
         return x + self.proj_out(out.transpose(2, 3).reshape(b, c, h, w))
 
