@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from resshift_cli.config import SIZE_MULTIPLE, ModelConfig
-from resshift_cli.devices import memory_format
+from resshift_cli.devices import memory_format, release_freed_memory
 from resshift_cli.errors import DeviceError, first_line
 from resshift_cli.loading import Autoencoder, LoadedModel
 from resshift_cli.nets.unet import UNetModelSwin
@@ -110,6 +110,7 @@ class Runtime:
             else:
                 self._masters[key] = master
                 param.data = master.to(dtype).contiguous(memory_format=shape_layout)
+        release_freed_memory()
 
     def _float32(self, key: str, param: nn.Parameter) -> Tensor:
         """The exact float32 original of a compute weight (contiguous), dropping what recovered it."""
