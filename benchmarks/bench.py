@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from resshift_cli import devices, registry
+from resshift_cli import cost, devices, registry
 from resshift_cli.devices import (
     ATEN_CAPABILITY_ENV,
     ONEDNN_ISA_ENV,
@@ -478,9 +478,10 @@ def psnr(output: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def effective_tile(size: int, tile: int, multiple: int = 64) -> int:
-    """0 when `tile` covers the whole padded LR canvas (the pipeline then runs untiled), else `tile`."""
+    """0 when `tile` covers the whole padded LR canvas and that canvas is small enough for the autoencoder
+    to run whole too (`cost.EXACT_AREA`): the pipeline then runs exactly as untiled. Else `tile`."""
     padded = -(-size // multiple) * multiple
-    return 0 if tile >= padded else tile
+    return 0 if tile >= padded and padded * padded <= cost.EXACT_AREA else tile
 
 
 def make_case(
@@ -494,6 +495,7 @@ def make_case(
     cpu_class: str = "native",
 ) -> Case:
     """The `Case` for one grid point; the overlap defaults to a quarter of the tile."""
+    tile = effective_tile(size, tile)
     overlap = args.tile_overlap if args.tile_overlap is not None else tile // 4
     return Case(
         model=args.model,
