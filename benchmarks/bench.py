@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from resshift_cli import cost, devices, registry
+from resshift_cli import devices, registry
 from resshift_cli.devices import (
     ATEN_CAPABILITY_ENV,
     ONEDNN_ISA_ENV,
@@ -478,10 +478,11 @@ def psnr(output: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def effective_tile(size: int, tile: int, multiple: int = 64) -> int:
-    """0 when `tile` covers the whole padded LR canvas and that canvas is small enough for the autoencoder
-    to run whole too (`cost.EXACT_AREA`): the pipeline then runs exactly as untiled. Else `tile`."""
+    """0 when `tile` covers the whole padded LR canvas and that canvas is one size multiple (where every
+    model's autoencoder runs whole too, `cost.choose_vae_tiling`): the pipeline then runs exactly as
+    untiled. Else `tile`."""
     padded = -(-size // multiple) * multiple
-    return 0 if tile >= padded and padded * padded <= cost.EXACT_AREA else tile
+    return 0 if tile >= padded == multiple else tile
 
 
 def make_case(

@@ -290,16 +290,17 @@ context per side. Context is paid on every tile: 8 pixels made the realsr autoen
 SHARED_CROPS = 4
 """`shared_tiling` samples this many crops (a 2 × 2 grid) for its statistics pass."""
 EXACT_AREA = 128 * 128
-"""Latent canvases of at most this many positions run the autoencoder whole (the exact, official path):
-there the realsr autoencoder's attention is 1.1 TFLOP against 3.8 TFLOP of convolutions and tiling's
-context overhead would cancel what it saves."""
+"""Latent canvases of at most this many positions run the autoencoder whole (the exact, official path)
+when that fits `VAE_MEMORY`: there the attention costs less than the convolutions and tiling saves
+little (the tiny test model; realsr's decoder needs tiles for memory from 88×88 up)."""
 MIN_TILE, TILE_STEP = 32, 8
 """Candidate autoencoder tiles: MIN_TILE, MIN_TILE + TILE_STEP, … below the canvas's longer side."""
 VAE_MEMORY = 512 * 2**20
 """Bytes the largest autoencoder window's activations may take (`window_bytes`)."""
-ACTIVATION_COPIES = 4
-"""Full-resolution activations alive at once in the decoder's last level (input, two in a ResnetBlock, the
-GroupNorm's float32 copy)."""
+ACTIVATION_COPIES = 10
+"""Full-resolution activations (first decoder level's width, float32) alive at once, as measured: realsr-v3
+decoding a whole 128×128 latent in float32 peaked at 2.34 GiB with 0.9 GiB of weights and runtime, about
+ten 512×512×128 float32 copies (GroupNorm and SiLU temporaries, the upsampled input, the block's output)."""
 
 
 def with_tile(tile: int) -> VaeTiling:
@@ -333,16 +334,19 @@ def predicted_seconds(config: FirstStage, height: int, width: int, tiling: VaeTi
 def choose_vae_tiling(config: FirstStage, height: int, width: int, rates: Rates) -> VaeTiling:
     """The autoencoder tiling with the least predicted time for a (height, width) latent canvas whose
     largest window fits `VAE_MEMORY`: untiled, or tiles of MIN_TILE, MIN_TILE + TILE_STEP, … (ties go
-    to the larger tile). Untiled at or below `EXACT_AREA` and for parameter-free autoencoders."""
-    if not isinstance(config, AutoencoderConfig) or height * width <= EXACT_AREA:
+    to the larger tile). Untiled at or below `EXACT_AREA` when that fits, and for parameter-free
+    autoencoders."""
+    if not isinstance(config, AutoencoderConfig):
         return UNTILED
-    options = [UNTILED] + [with_tile(t) for t in range(MIN_TILE, max(height, width), TILE_STEP)]
 
     def fits(tiling: VaeTiling) -> bool:
         return all(
             window_bytes(config, w.height, w.width) <= VAE_MEMORY for w in windows(height, width, tiling)
         )
 
+    if height * width <= EXACT_AREA and fits(UNTILED):
+        return UNTILED
+    options = [UNTILED] + [with_tile(t) for t in range(MIN_TILE, max(height, width), TILE_STEP)]
     fitting = [t for t in options if fits(t)] or [options[1]]
     return min(fitting, key=lambda t: (predicted_seconds(config, height, width, t, rates), -t.tile))
 
