@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Protocol
 
 import torch
@@ -175,9 +176,14 @@ def encode_canvas(
     tiling: cost.VaeTiling = cost.UNTILED,
     report: Callable[[int, int], None] | None = None,
 ) -> Tensor:
-    """`encode_lr` of a whole (B, 3, h, w) LR canvas in [−1, 1], tiled as `tiling` says → (B, 3, h, w)."""
-    encode = lambda lr: encode_lr(model, lr)  # noqa: E731
-    return vae_map(encode, model.autoencoder.encoder, y_padded, 1, tiling, report)
+    """`encode_lr` of a whole (B, 3, h, w) LR canvas in [−1, 1], tiled as `tiling` says → (B, 3, h, w).
+
+    The bicubic ×s runs once on the whole canvas, so tiles see exactly the pixels the untiled encoder sees.
+    """
+    upsampled = bicubic_upsample(y_padded, model.scale)
+    autoencoder, factor = model.autoencoder, model.config.diffusion.scale_factor
+    encode = lambda image: autoencoder.encode(image).float() * factor  # noqa: E731
+    return vae_map(encode, autoencoder.encoder, upsampled, Fraction(1, model.scale), tiling, report)
 
 
 def schedule_for(model: Networks, options: UpscaleOptions) -> Schedule:
@@ -229,12 +235,13 @@ def vae_map(
     fn: Callable[[Tensor], Tensor],
     network: torch.nn.Module,
     x: Tensor,
-    scale: int,
+    scale: int | Fraction,
     tiling: cost.VaeTiling,
     report: Callable[[int, int], None] | None = None,
 ) -> Tensor:
-    """Run an autoencoder half (`fn`, whose GroupNorms live in `network`) on the whole (B, C, h, w) canvas,
-    or tile by tile as `tiling` says: each tile reads `tiling.context` pixels of unblended context and tiles
+    """Run an autoencoder half (`fn`, whose GroupNorms live in `network`) on the whole (B, C, H, W) canvas,
+    or tile by tile as `tiling` says (its sizes in latent pixels; `scale` 1/s for the encoder, whose input
+    has s pixels per latent pixel): each tile reads `tiling.context` pixels of unblended context and tiles
     are blended over `tiling.overlap`. With `tiling.stats_side`, all tiles share the GroupNorm statistics
     and attention keys of one pass over `cost.sample_crops` (so they agree in tone); without, each tile
     uses its own. → (B, C', h·scale, w·scale)."""
@@ -243,12 +250,15 @@ def vae_map(
         if report is not None:
             report(1, 1)
         return out
-    tiles = plan_tiles(x.shape[-2], x.shape[-1], tiling.tile, tiling.overlap)
+    unit = int(1 / Fraction(scale)) if scale < 1 else 1  # input pixels per latent pixel
+    height, width = x.shape[-2] // unit, x.shape[-1] // unit
+    tiles = [t.scaled(unit) for t in plan_tiles(height, width, tiling.tile, tiling.overlap)]
+    context = tiling.context * unit
     if not tiling.stats_side:
-        return tiled_map(fn, x, tiles, scale, context=tiling.context, on_batch=report)
-    crops = [x[(..., *c.slices())] for c in cost.sample_crops(*x.shape[-2:], tiling)]
+        return tiled_map(fn, x, tiles, scale, context=context, on_batch=report)
+    crops = [x[(..., *c.slices(unit))] for c in cost.sample_crops(height, width, tiling)]
     with shared_statistics(network, lambda: fn(torch.cat(crops))):
-        return tiled_map(fn, x, tiles, scale, context=tiling.context, on_batch=report)
+        return tiled_map(fn, x, tiles, scale, context=context, on_batch=report)
 
 
 def vae_tiling(model: Networks, options: UpscaleOptions, height: int, width: int) -> cost.VaeTiling:
