@@ -74,6 +74,9 @@ CLASS_CAPS: dict[str, tuple[str, str] | None] = {
 REFUSED = 3
 """Exit status of a worker (and of the benchmark) that refuses a CPU class this machine cannot provide."""
 
+OFFICIAL_CHOP = (64, 16)
+"""LR patch side and overlap of the official script's memory-safe chop (patch 64, stride 48)."""
+
 STAGES = ("encode", "denoise", "decode")
 GIB = 2**30
 COLUMNS = (
@@ -123,18 +126,31 @@ class Case:
     baseline_precision: str = "fp32"
     cpu_class: str = "native"
     """A `CLASS_CAPS` name: the instruction sets the worker may use."""
+    official: bool = False
+    """Run the official script's chop (`--official-tiling`, 64-pixel LR patches, stride 48) instead."""
+    baseline_kind: str = "untiled"
+    """What `baseline` is: "untiled" (our whole-image run) or "official" (the official 64-pixel chop)."""
 
     def label(self) -> str:
         label = f"{self.model} {self.device} {self.precision} lr {self.size} tile {self.tile or 'off'}"
         label += f" cpu {self.cpu_class}" if self.cpu_class != "native" else ""
+        label += " official chop" if self.official else ""
         return label + (" compiled" if self.compile else "") + (f" {self.steps} steps" if self.steps else "")
 
     @property
     def baseline(self) -> Case:
-        """The untiled eager run of the same image on the same device and CPU class with all trained steps,
-        in `baseline_precision` (float32 unless --baseline-precision)."""
+        """The eager run of the same image on the same device and CPU class with all trained steps, in
+        `baseline_precision` (float32 unless --baseline-precision): untiled, or with `baseline_kind`
+        "official" the official 64-pixel chop (`OFFICIAL_CHOP`)."""
+        tile, overlap = OFFICIAL_CHOP if self.baseline_kind == "official" else (0, 0)
         return dataclasses.replace(
-            self, precision=self.baseline_precision, tile=0, tile_overlap=0, compile=False, steps=0
+            self,
+            precision=self.baseline_precision,
+            tile=effective_tile(self.size, tile),
+            tile_overlap=overlap if effective_tile(self.size, tile) else 0,
+            compile=False,
+            steps=0,
+            official=self.baseline_kind == "official",
         )
 
 
@@ -149,6 +165,7 @@ class Measurement:
     tile: int
     compile: bool
     steps: int
+    official: bool
     out_mp: float
     load_s: float
     total_s: float
@@ -179,7 +196,7 @@ class Measurement:
             "cpu class": self.cpu_class if self.cpu_caps else f"native={self.cpu_class}",
             "precision": self.precision,
             "lr": f"{self.lr}x{self.lr}",
-            "tile": self.tile or "off",
+            "tile": f"{self.tile or 'off'}{' official' if self.official else ''}",
             "compile": "on" if self.compile else "off",
             "steps": self.steps,
             "out MP": self.out_mp,
@@ -337,6 +354,7 @@ def options_for(case: Case, device: torch.device) -> UpscaleOptions:
         tile=case.tile,
         tile_overlap=case.tile_overlap,
         tile_batch=case.tile_batch,
+        official_tiling=case.official,
         steps=case.steps or None,
     )
 
@@ -405,6 +423,7 @@ def measure(case: Case, fresh_process: bool) -> tuple[Measurement, torch.Tensor]
         tile=case.tile,
         compile=case.compile,
         steps=case.steps or model.config.diffusion.steps,
+        official=case.official,
         out_mp=best.output.shape[-2] * best.output.shape[-1] / 1e6,
         load_s=load_s,
         total_s=best.total_s,
@@ -459,9 +478,11 @@ def psnr(output: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def effective_tile(size: int, tile: int, multiple: int = 64) -> int:
-    """0 when `tile` covers the whole padded LR canvas (the pipeline then runs untiled), else `tile`."""
+    """0 when `tile` covers the whole padded LR canvas and that canvas is one size multiple (where every
+    model's autoencoder runs whole too, `cost.choose_vae_tiling`): the pipeline then runs exactly as
+    untiled. Else `tile`."""
     padded = -(-size // multiple) * multiple
-    return 0 if tile >= padded else tile
+    return 0 if tile >= padded == multiple else tile
 
 
 def make_case(
@@ -491,6 +512,7 @@ def make_case(
         steps=steps,
         baseline_precision=args.baseline_precision,
         cpu_class=cpu_class,
+        baseline_kind=args.baseline,
     )
 
 
@@ -552,8 +574,9 @@ def footnotes(results: Sequence[Measurement]) -> list[str]:
     reported."""
     kinds = sorted({r.memory for r in results})
     lines = [
-        f"peak GiB: {', '.join(kinds)}; x base: speed-up over the untiled full-step run of the same size"
-        " and CPU class (fp32 unless --baseline-precision)"
+        f"peak GiB: {', '.join(kinds)}; x base: speed-up over the baseline (--baseline: untiled, or the"
+        " official 64-pixel chop) full-step run of the same size and CPU class (fp32 unless"
+        " --baseline-precision)"
     ]
     runs = {
         (r.cpu_class, " ".join(r.cpu_caps) or "no caps", r.cpu_capability, r.native_bf16) for r in results
@@ -629,6 +652,12 @@ def parser() -> argparse.ArgumentParser:
         "--baseline-precision",
         default="fp32",
         help="precision of the untiled full-step baseline run (default fp32, the exact path)",
+    )
+    p.add_argument(
+        "--baseline",
+        choices=("untiled", "official"),
+        default="untiled",
+        help="what x base and PSNR compare with: our untiled run (default) or the official 64-pixel chop",
     )
     p.add_argument(
         "--cpu-class",

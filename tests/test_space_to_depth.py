@@ -14,7 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from resshift_cli import card, manifest, pipeline, presets
+from resshift_cli import card, cost, manifest, pipeline, presets
 from resshift_cli.cli import app
 from resshift_cli.config import ModelConfig, SpaceToDepthConfig, UNetConfig
 from resshift_cli.errors import ModelError
@@ -120,9 +120,10 @@ def test_encode_then_decode_is_exactly_the_input() -> None:
 @pytest.mark.parametrize("tiled", [False, True])
 def test_pipeline_encode_decode_reproduces_the_bicubic_input(model: LoadedModel, tiled: bool) -> None:
     y = pipeline.to_signed(lr_image(128, 192))
-    z = pipeline._vae_map(lambda lr: pipeline.encode_lr(model, lr), y, 1, tiled, None)
+    tiling = cost.with_tile(128) if tiled else cost.UNTILED
+    z = pipeline.encode_canvas(model, y, tiling)
     assert z.shape == (1, 48, 128, 192)
-    image = pipeline.decode_latent(model, z, tiled)
+    image = pipeline.decode_latent(model, z, tiling)
     expected = pipeline.bicubic_upsample(y, 4)
     if tiled:  # blended tiles: equal values averaged with weights summing to one
         torch.testing.assert_close(image, expected, rtol=0, atol=1e-6)

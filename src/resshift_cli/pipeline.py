@@ -8,17 +8,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from resshift_cli import cost
 from resshift_cli.colorfix import ColorFix, fix_colors
 from resshift_cli.config import SIZE_MULTIPLE, ModelConfig
 from resshift_cli.devices import autocast, generator, memory_format
 from resshift_cli.errors import UsageError
 from resshift_cli.loading import Autoencoder
+from resshift_cli.nets.vqgan import shared_statistics
 from resshift_cli.progress import Progress, ProgressCallback
 from resshift_cli.sampler import Denoiser, StepInfo, sample
 from resshift_cli.schedule import Schedule, make_schedule, respace
@@ -29,11 +32,6 @@ DEFAULT_TILE = 256
 OVERLAP_FRACTION = 4
 """The automatic tile overlap is a quarter of the tile (64 at 256, 16 at 64), the official chop's ratio."""
 DEFAULT_TILE_BATCH = 0
-VAE_TILE = 128
-VAE_OVERLAP = 16
-VAE_CONTEXT = 16
-"""Autoencoder tiling in LR (= latent) pixels: its mid-block attention is quadratic in the tile's area, so
-it gets its own small tiles (blended over `VAE_OVERLAP`, each reading `VAE_CONTEXT` of extra context)."""
 
 
 class Networks(Protocol):
@@ -69,6 +67,8 @@ class UpscaleOptions:
     steps: sampling steps, 1 … the model's trained steps (respaced, `schedule.respace`); None = the model's
     default (`timestep_respacing` in its config, else every trained step).
     color_fix: "none", "wavelet" or "adain" (`colorfix`), applied to the result against the bicubic input.
+    vae_tile: autoencoder tile side in LR (= latent) pixels, 0 for the whole image at once; None = chosen
+    by the cost model (`cost.choose_vae_tiling`), or untiled when `tile` is 0 (the exact path).
     """
 
     seed: int = DEFAULT_SEED
@@ -79,6 +79,7 @@ class UpscaleOptions:
     official_tiling: bool = False
     steps: int | None = None
     color_fix: ColorFix = "none"
+    vae_tile: int | None = None
 
     @property
     def overlap(self) -> int:
@@ -155,7 +156,10 @@ def encode_lr(model: Networks, y_padded: Tensor) -> Tensor:
 
 
 def decode_latent(
-    model: Networks, z: Tensor, tiled: bool = False, report: Callable[[int, int], None] | None = None
+    model: Networks,
+    z: Tensor,
+    tiling: cost.VaeTiling = cost.UNTILED,
+    report: Callable[[int, int], None] | None = None,
 ) -> Tensor:
     """(B, 3, h, w) latent → (B, 3, 4h, 4w) image, roughly [−1, 1], not clamped.
 
@@ -164,7 +168,23 @@ def decode_latent(
     autoencoder = model.autoencoder
     z_q = autoencoder.quantize(z / model.config.diffusion.scale_factor)
     decode = lambda part: autoencoder.decode_without_quantization(part).float()  # noqa: E731
-    return _vae_map(decode, z_q, model.scale, tiled, report)
+    return vae_map(decode, autoencoder.decoder, z_q, model.scale, tiling, report)
+
+
+def encode_canvas(
+    model: Networks,
+    y_padded: Tensor,
+    tiling: cost.VaeTiling = cost.UNTILED,
+    report: Callable[[int, int], None] | None = None,
+) -> Tensor:
+    """`encode_lr` of a whole (B, 3, h, w) LR canvas in [−1, 1], tiled as `tiling` says → (B, 3, h, w).
+
+    The bicubic ×s runs once on the whole canvas, so tiles see exactly the pixels the untiled encoder sees.
+    """
+    upsampled = bicubic_upsample(y_padded, model.scale)
+    autoencoder, factor = model.autoencoder, model.config.diffusion.scale_factor
+    encode = lambda image: autoencoder.encode(image).float() * factor  # noqa: E731
+    return vae_map(encode, autoencoder.encoder, upsampled, Fraction(1, model.scale), tiling, report)
 
 
 def schedule_for(model: Networks, options: UpscaleOptions) -> Schedule:
@@ -215,19 +235,46 @@ def _denoiser(
     return denoise
 
 
-def _vae_map(
+def vae_map(
     fn: Callable[[Tensor], Tensor],
+    network: torch.nn.Module,
     x: Tensor,
-    scale: int,
-    tiled: bool,
-    report: Callable[[int, int], None] | None,
+    scale: int | Fraction,
+    tiling: cost.VaeTiling,
+    report: Callable[[int, int], None] | None = None,
 ) -> Tensor:
-    """Run an autoencoder half (`fn`) on the whole canvas, or in `VAE_TILE` tiles one at a time, each
-    reading `VAE_CONTEXT` pixels of unblended context, blended over `VAE_OVERLAP`."""
-    if not tiled:
-        return fn(x).float()
-    tiles = plan_tiles(x.shape[-2], x.shape[-1], VAE_TILE, VAE_OVERLAP)
-    return tiled_map(fn, x, tiles, scale, context=VAE_CONTEXT, on_batch=report)
+    """Run an autoencoder half (`fn`, whose GroupNorms live in `network`) on the whole (B, C, H, W) canvas,
+    or tile by tile as `tiling` says (its sizes in latent pixels; `scale` 1/s for the encoder, whose input
+    has s pixels per latent pixel): each tile reads `tiling.context` pixels of unblended context and tiles
+    are blended over `tiling.overlap`. With `tiling.stats_side`, all tiles share the GroupNorm statistics
+    and attention keys of one pass over `cost.sample_crops` (so they agree in tone); without, each tile
+    uses its own. → (B, C', h·scale, w·scale)."""
+    if not tiling.tiled:
+        out = fn(x).float()
+        if report is not None:
+            report(1, 1)
+        return out
+    unit = int(1 / Fraction(scale)) if scale < 1 else 1  # input pixels per latent pixel
+    height, width = x.shape[-2] // unit, x.shape[-1] // unit
+    tiles = [t.scaled(unit) for t in plan_tiles(height, width, tiling.tile, tiling.overlap)]
+    context = tiling.context * unit
+    if not tiling.stats_side:
+        return tiled_map(fn, x, tiles, scale, context=context, on_batch=report)
+    crops = [x[(..., *c.slices(unit))] for c in cost.sample_crops(height, width, tiling)]
+    with shared_statistics(network, lambda: fn(torch.cat(crops))):
+        return tiled_map(fn, x, tiles, scale, context=context, on_batch=report)
+
+
+def vae_tiling(model: Networks, options: UpscaleOptions, height: int, width: int) -> cost.VaeTiling:
+    """The autoencoder tiling for a (height, width) padded LR canvas: `options.vae_tile` when given (0 =
+    untiled), untiled when the denoiser is (`tile` 0: the exact path), else the cost model's choice for the
+    model's device class and precision."""
+    if options.vae_tile is not None:
+        return cost.with_tile(options.vae_tile)
+    if options.tile == 0:
+        return cost.UNTILED
+    rates = cost.rates_for(model.device, options.dtype)
+    return cost.choose_vae_tiling(model.config.autoencoder, height, width, rates)
 
 
 def tile_batch_for(device: torch.device) -> int:
@@ -255,20 +302,20 @@ def _upscale(
     """The shared-latent pipeline on (1, 3, H, W) in [−1, 1] → (1, 3, s·H, s·W) in [−1, 1], not clamped.
 
     1. reflect-pad to multiples of 64 and plan the denoiser's tiles on the padded canvas;
-    2. encode bicubic-×s LR into one latent canvas (in `VAE_TILE` tiles when the image is tiled);
+    2. encode bicubic-×s LR into one latent canvas (in tiles when `vae_tiling` says so);
     3. draw prior and step noise on the whole canvas; at every step blend the tiles' x̂₀ (smooth weights);
     4. decode (tiled likewise) and crop the padding.
     """
     height, width = y.shape[-2:]
     y_p = pad_to_multiple(y, model.size_multiple)
     tiles = plan(*y_p.shape[-2:], options)
-    tiled = len(tiles) > 1
+    tiling = vae_tiling(model, options, *y_p.shape[-2:])
     schedule = schedule_for(model, options)
-    z_y = _vae_map(lambda lr: encode_lr(model, lr), y_p, 1, tiled, _reporter(progress, "encode"))
+    z_y = encode_canvas(model, y_p, tiling, _reporter(progress, "encode"))
     tracker = _DenoiseProgress(progress, schedule.steps, len(tiles))
     denoise = _denoiser(model, y_p, tiles, options, tracker)
     z_0 = sample(denoise, z_y, schedule, generator(options.seed), tracker.step_done)
-    image = decode_latent(model, z_0, tiled, _reporter(progress, "decode"))
+    image = decode_latent(model, z_0, tiling, _reporter(progress, "decode"))
     return image[..., : model.scale * height, : model.scale * width]
 
 

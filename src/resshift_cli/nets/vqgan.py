@@ -6,7 +6,10 @@ quantisation to the nearest codebook entry.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+from collections.abc import Callable, Iterator
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -20,9 +23,70 @@ QUANTIZE_CHUNK = 256
 (256 × 8192 floats = 8 MiB; 5.5× faster than 4096-row chunks on a 2-core Xeon)."""
 
 
-def normalize(channels: int) -> nn.GroupNorm:
+StatisticsMode = Literal["own", "record", "shared"]
+
+
+class GroupNorm(nn.GroupNorm):
+    """GroupNorm whose per-group statistics can be recorded on one pass and shared by later ones.
+
+    mode "own" (the default): ordinary GroupNorm over the input's own positions (`nn.GroupNorm`, bit for bit).
+    "record": in float32 over the positions of all the batch's inputs together (crops of one image), keeping
+    that per-group mean and variance. "shared": normalises with the recorded statistics instead of the
+    input's, so tiles of one image are all normalised alike (`shared_statistics`).
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True) -> None:
+        super().__init__(num_groups, num_channels, eps=eps, affine=affine)
+        self.mode: StatisticsMode = "own"
+        self.statistics: tuple[Tensor, Tensor] | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) → (B, C, H, W); float32 unless mode "own" (which keeps `nn.GroupNorm`'s dtype)."""
+        if self.mode == "own":
+            return super().forward(x)
+        b, c = x.shape[:2]
+        groups = x.float().reshape(b, self.num_groups, -1)
+        if self.mode == "record":
+            var, mean = torch.var_mean(groups, dim=(0, 2), unbiased=False, keepdim=True)
+            self.statistics = (mean, var)
+        if self.statistics is None:
+            raise RuntimeError("shared GroupNorm statistics were never recorded")
+        mean, var = self.statistics
+        mean, var = mean.repeat(b // mean.shape[0], 1, 1), var.repeat(b // var.shape[0], 1, 1)
+        y = ((groups - mean) * torch.rsqrt(var + self.eps)).reshape(x.shape)
+        return y * self.weight.view(1, c, 1, 1) + self.bias.view(1, c, 1, 1)
+
+
+def normalize(channels: int) -> GroupNorm:
     """GroupNorm with 32 groups and eps 1e-6 (LDM `Normalize`)."""
-    return nn.GroupNorm(32, channels, eps=1e-6, affine=True)
+    return GroupNorm(32, channels, eps=1e-6, affine=True)
+
+
+@contextlib.contextmanager
+def shared_statistics(network: nn.Module, estimate: Callable[[], object]) -> Iterator[None]:
+    """Within the block, every `GroupNorm` of `network` normalises with the statistics recorded by
+    `estimate()` (a pass of `network` over a batch of crops spread over the image, pooled) instead of each
+    input's own, and every `AttnBlock` attends over the keys and values of all those crops.
+
+    Tiles of one image then share one normalisation and one attention context: no tile-to-tile tone drift
+    from per-tile statistics or from attention that sees only the tile. Afterwards the modules are
+    ordinary again and what was recorded is dropped.
+    """
+    shared = [m for m in network.modules() if isinstance(m, (GroupNorm, AttnBlock))]
+    try:
+        for module in shared:
+            module.mode = "record"
+        estimate()
+        for module in shared:
+            module.mode = "shared"
+        yield
+    finally:
+        for module in shared:
+            module.mode = "own"
+            if isinstance(module, GroupNorm):
+                module.statistics = None
+            else:
+                module.keys_values = None
 
 
 class ResnetBlock(nn.Module):
@@ -46,7 +110,13 @@ class ResnetBlock(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    """Single-head self-attention over all H·W positions, with a residual (mid-block only)."""
+    """Single-head self-attention over all H·W positions, with a residual (mid-block only).
+
+    mode "own" (the default): queries, keys and values from the input. "record": every input of the batch
+    (crops of one image) attends over the keys and values of all of them, which are kept. "shared": queries
+    from the input, keys and values those recorded, so every tile attends over positions from the whole
+    picture as the untiled network does (`shared_statistics`), at a cost linear in the tile's area.
+    """
 
     def __init__(self, channels: int) -> None:
         super().__init__()
@@ -55,17 +125,31 @@ class AttnBlock(nn.Module):
         self.k = nn.Conv2d(channels, channels, 1)
         self.v = nn.Conv2d(channels, channels, 1)
         self.proj_out = nn.Conv2d(channels, channels, 1)
+        self.mode: StatisticsMode = "own"
+        self.keys_values: tuple[Tensor, Tensor] | None = None
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) → (B, C, H, W); fused attention, so memory stays linear in H·W."""
         b, c, h, w = x.shape
         y = self.norm(x)
-        q, k, v = (
-            layer(y).reshape(b, 1, c, h * w).transpose(2, 3).contiguous()
-            for layer in (self.q, self.k, self.v)
-        )
-        out = F.scaled_dot_product_attention(q, k, v)  # (B, 1, H·W, C)
+        q = _tokens(self.q(y))
+        if self.mode == "shared":
+            if self.keys_values is None:
+                raise RuntimeError("shared attention keys and values were never recorded")
+            k, v = (t.expand(b, -1, -1, -1) for t in self.keys_values)
+        else:
+            k, v = _tokens(self.k(y)), _tokens(self.v(y))
+            if self.mode == "record":
+                self.keys_values = (k.reshape(1, 1, -1, c), v.reshape(1, 1, -1, c))
+                k, v = (t.expand(b, -1, -1, -1) for t in self.keys_values)
+        out = F.scaled_dot_product_attention(q, k.to(q.dtype), v.to(q.dtype))  # (B, 1, H·W, C)
         return x + self.proj_out(out.transpose(2, 3).reshape(b, c, h, w))
+
+
+def _tokens(x: Tensor) -> Tensor:
+    """(B, C, H, W) → (B, 1, H·W, C), contiguous: one attention head over all positions."""
+    b, c, h, w = x.shape
+    return x.reshape(b, 1, c, h * w).transpose(2, 3).contiguous()
 
 
 class Downsample(nn.Module):
