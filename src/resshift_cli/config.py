@@ -155,6 +155,10 @@ class DiffusionConfig:
     official key of this name does; None (every released model): all trained steps."""
 
 
+VERSION_3_DEFAULTS = {"prediction": "x0", "timestep_respacing": None}
+"""The diffusion fields format version 3 added, and the values that mean "as before"."""
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything `config.json` of a model folder says.
@@ -203,8 +207,12 @@ class ModelConfig:
         return 1 if isinstance(self.autoencoder, AutoencoderConfig) else 2
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON object written to `config.json`."""
+        """The JSON object written to `config.json`. The version-3 diffusion fields are left out where they
+        hold their defaults, so that a version-1 or -2 config reads the same in releases that predate them."""
         body = dataclasses.asdict(self)
+        for name, default in VERSION_3_DEFAULTS.items():
+            if body["diffusion"][name] == default:
+                del body["diffusion"][name]
         return {"format": FORMAT_NAME, "format_version": self.format_version, **body}
 
     def to_json(self) -> str:
