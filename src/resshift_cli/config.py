@@ -202,7 +202,7 @@ class ModelConfig:
     def format_version(self) -> int:
         """The oldest `format_version` that describes this config: 3 for a residual prediction or a
         timestep respacing, 2 for an autoencoder kind other than VQ, else 1."""
-        if self.diffusion.prediction != "x0" or self.diffusion.timestep_respacing is not None:
+        if any(getattr(self.diffusion, name) != value for name, value in VERSION_3_DEFAULTS.items()):
             return 3
         return 1 if isinstance(self.autoencoder, AutoencoderConfig) else 2
 

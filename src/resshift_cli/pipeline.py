@@ -150,9 +150,8 @@ def bicubic_upsample(x: Tensor, scale: int) -> Tensor:
 
 
 def encode_lr(model: Networks, y_padded: Tensor) -> Tensor:
-    """(B, 3, h, w) LR in [−1, 1] → bicubic ×scale → latent (B, 3, h, w)."""
-    upsampled = bicubic_upsample(y_padded, model.scale)
-    return model.autoencoder.encode(upsampled).float() * model.config.diffusion.scale_factor
+    """(B, 3, h, w) LR in [−1, 1] → bicubic ×scale → latent (B, 3, h, w): `encode_canvas` untiled."""
+    return encode_canvas(model, y_padded)
 
 
 def decode_latent(
