@@ -148,14 +148,7 @@ def read_weights(path: Path) -> dict[str, Tensor]:
 
 
 def _float32(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Float32 copies of the floating-point tensors (fresh, aligned storage: tensors read from a file sit at
-    offsets its header length decides, and kernels may take another path on unaligned data, which moved
-    outputs by ~1e-6 between two files of the same weights), without the recomputed buffers."""
-    return {
-        k: v.to(torch.float32, copy=True) if v.is_floating_point() else v
-        for k, v in state.items()
-        if not is_recomputed(k)
-    }
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items() if not is_recomputed(k)}
 
 
 def _materialise(module: nn.Module, state: Mapping[str, Tensor]) -> None:
