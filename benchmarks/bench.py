@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import itertools
 import json
 import math
@@ -54,7 +55,7 @@ from resshift_cli.devices import (
     resolve_device,
     resolve_precision,
 )
-from resshift_cli.loading import LoadedModel, load_model, networks
+from resshift_cli.loading import CONFIG_FILE, LoadedModel, load_model, networks, write_model_folder
 from resshift_cli.pipeline import UpscaleOptions
 from resshift_cli.runner import Runtime, upscale_tensor
 
@@ -129,7 +130,7 @@ class Case:
     official: bool = False
     """Run the official script's chop (`--official-tiling`, 64-pixel LR patches, stride 48) instead."""
     baseline_kind: str = "untiled"
-    """What `baseline` is: "untiled" (our whole-image run) or "official" (the official 64-pixel chop)."""
+    """What `baseline` is: "untiled" (our whole-image run), "official" (the 64-pixel chop) or "none"."""
 
     def label(self) -> str:
         label = f"{self.model} {self.device} {self.precision} lr {self.size} tile {self.tile or 'off'}"
@@ -228,9 +229,22 @@ def random_model(name: str) -> LoadedModel:
     return LoadedModel(config=config, unet=unet, autoencoder=autoencoder, folder=Path(f"random-{name}"))
 
 
+def random_folder(name: str) -> Path:
+    """`random_model(name)` written once as a float32 model folder in the temporary directory (reused by
+    later workers and runs; keyed by the architecture), so that runs load weights from files as users do."""
+    config = registry.get(name).config()
+    digest = hashlib.sha256(config.to_json().encode()).hexdigest()[:12]
+    folder = Path(tempfile.gettempdir()) / "resshift-bench-random" / f"{name}-{WEIGHT_SEED}-{digest}"
+    if not (folder / CONFIG_FILE).is_file():
+        model = random_model(name)
+        write_model_folder(folder, config, model.unet.state_dict(), model.autoencoder.state_dict())
+    return folder
+
+
 def open_model(spec: str, device: torch.device) -> LoadedModel:
-    """A model folder if `spec` is a directory, else random weights of the registry model `spec`."""
-    model = load_model(Path(spec)) if Path(spec).is_dir() else random_model(spec)
+    """A model folder if `spec` is a directory, else random weights of the registry model `spec` (loaded
+    from `random_folder`)."""
+    model = load_model(Path(spec) if Path(spec).is_dir() else random_folder(spec))
     return model.to(device)
 
 
@@ -495,9 +509,9 @@ def make_case(
     steps: int = 0,
     cpu_class: str = "native",
 ) -> Case:
-    """The `Case` for one grid point; the overlap defaults to a quarter of the tile."""
+    """The `Case` for one grid point; the overlap defaults to the pipeline's automatic one."""
     tile = effective_tile(size, tile)
-    overlap = args.tile_overlap if args.tile_overlap is not None else tile // 4
+    overlap = args.tile_overlap if args.tile_overlap is not None else UpscaleOptions(tile=tile).overlap
     return Case(
         model=args.model,
         device=device,
@@ -527,7 +541,7 @@ def plan_cases(args: argparse.Namespace) -> list[Case]:
     )
     for cpu_class, device, size, tile, precision, compiled, steps in grid:
         case = make_case(args, device, size, tile, precision, compiled, steps, cpu_class)
-        for wanted in (case.baseline, case):
+        for wanted in (case,) if args.baseline == "none" else (case.baseline, case):
             if wanted not in cases:
                 cases.append(wanted)
     return cases
@@ -545,6 +559,8 @@ def run_cases(cases: Sequence[Case], subprocesses: bool, log: Callable[[str], No
                 else measure(case, fresh_process=False)
             )
     for case, (result, output) in results.items():
+        if case.baseline_kind == "none":
+            continue
         base, base_output = results[case.baseline]
         result.speedup = base.total_s / result.total_s
         result.psnr_db = psnr(output, base_output)
@@ -627,7 +643,7 @@ def parser() -> argparse.ArgumentParser:
         "--sizes", type=int_list, default=[64, 128], help="LR sides, comma-separated (default 64,128)"
     )
     p.add_argument("--tiles", type=int_list, default=[0], help="LR tile sides, 0 = untiled (default 0)")
-    p.add_argument("--tile-overlap", type=int, default=None, help="LR overlap of tiles (default: tile / 4)")
+    p.add_argument("--tile-overlap", type=int, default=None, help="LR overlap of tiles (default: automatic)")
     p.add_argument(
         "--tile-batch", type=int, default=0, help="denoiser tiles per call (default 0: 4 on CUDA, else 1)"
     )
@@ -655,9 +671,10 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--baseline",
-        choices=("untiled", "official"),
+        choices=("untiled", "official", "none"),
         default="untiled",
-        help="what x base and PSNR compare with: our untiled run (default) or the official 64-pixel chop",
+        help="what x base and PSNR compare with: our untiled run (default), the official 64-pixel chop,"
+        " or nothing (none: no baseline run)",
     )
     p.add_argument(
         "--cpu-class",

@@ -192,3 +192,13 @@ def test_unknown_classes_and_in_process_caps_are_usage_errors(bench, capsys):
     assert "unknown CPU class 'sse'" in capsys.readouterr().err
     assert bench.main(["--cpu-class", "avx2", "--no-subprocess"]) == bench.REFUSED
     assert "drop --no-subprocess" in capsys.readouterr().err
+
+
+def test_baseline_none_plans_no_baseline_runs(bench):
+    args = bench.parser().parse_args(
+        ["--sizes", "64,128", "--tiles", "64", "--precisions", "bf16", "--baseline", "none"]
+    )
+    assert [(c.size, c.precision, c.official) for c in bench.plan_cases(args)] == [
+        (64, "bf16", False),
+        (128, "bf16", False),
+    ]

@@ -129,3 +129,28 @@ def test_model_construction_does_not_import_the_compiler_stack() -> None:
     tests = Path(__file__).parent
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tests, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_weights_own_their_memory_whatever_the_file_header(tmp_path: Path) -> None:
+    """Each tensor is read into a buffer of its own (not a view of a mapped file): the same values stored
+    behind headers of different lengths load to the same bits at aligned addresses, and give the same
+    float32 output."""
+    folder = write_tiny_folder(tmp_path / "m", dtype=torch.float32)
+    other = write_tiny_folder(tmp_path / "n", dtype=torch.float32)
+    state = load_file(other / UNET_FILE)
+    save_file(state, other / UNET_FILE, metadata={"padding": "x" * 13})  # shifts every tensor by a few bytes
+    a, b = load_model(folder), load_model(other)
+    storages = set()
+    for (key, x), y in zip(a.unet.state_dict().items(), b.unet.state_dict().values(), strict=True):
+        assert torch.equal(
+            x.view(torch.int32) if x.is_floating_point() else x,
+            y.view(torch.int32) if y.is_floating_point() else y,
+        ), key
+        assert x.data_ptr() % 16 == 0 and y.data_ptr() % 16 == 0, key
+        storages.add(x.untyped_storage().data_ptr())
+    assert len(storages) == len(a.unet.state_dict())
+    noise = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, 64, 64, generator=noise)
+    lq, t = torch.rand(1, 3, 64, 64, generator=noise), torch.tensor([1])
+    with torch.inference_mode():
+        assert torch.equal(a.unet(x, t, lq), b.unet(x, t, lq))

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
 import torch
 
+from resshift_cli.errors import ModelError
+from resshift_cli.loading import load_model, write_model_folder
 from resshift_cli.pipeline import UpscaleOptions
 from resshift_cli.runner import Runtime, upscale_tensor
-from tiny import tiny_model
+from tiny import tiny_model, write_tiny_folder
 
 
 def test_prepare_casts_compute_weights_and_restores_float32_exactly() -> None:
@@ -37,3 +42,42 @@ def test_a_bare_loaded_model_keeps_its_float32_weights_after_a_reduced_precision
     assert out.shape == (1, 3, 32, 32)
     for key, value in model.unet.state_dict().items():
         assert torch.equal(value, before[key]) and value.dtype == before[key].dtype, key
+
+
+def _folder_model(tmp_path: Path) -> tuple[Runtime, dict[str, torch.Tensor]]:
+    """A tiny model written to a folder and loaded back: its weights are what the files hold."""
+    model = load_model(write_tiny_folder(tmp_path / "m"))
+    return Runtime(model), {k: v.clone() for k, v in model.unet.state_dict().items()}
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_weights_the_folder_holds_are_read_back_from_it_not_kept_in_memory(
+    tmp_path: Path, dtype: torch.dtype
+) -> None:
+    model, before = _folder_model(tmp_path)
+    model.prepare(dtype, torch.channels_last)
+    assert not model._remainders and not model._masters  # only the cast copies stay in memory
+    model.prepare(torch.float32, torch.contiguous_format)
+    for key, value in model.unet.state_dict().items():
+        assert torch.equal(value, before[key]) and value.dtype == before[key].dtype, key
+
+
+def test_weights_changed_in_memory_keep_their_own_exact_copy(tmp_path: Path) -> None:
+    model, _ = _folder_model(tmp_path)
+    changed = model.unet.out[-1].weight
+    changed.data += 0.125
+    expected = changed.detach().clone()
+    model.prepare(torch.bfloat16, torch.channels_last)
+    assert list(model._remainders) == ["unet.out.2.weight"]  # only the weight the file does not hold
+    model.prepare(torch.float32, torch.contiguous_format)
+    assert torch.equal(changed, expected)
+
+
+def test_a_weight_file_changed_after_loading_is_an_error_not_wrong_weights(tmp_path: Path) -> None:
+    model, _ = _folder_model(tmp_path)
+    model.prepare(torch.bfloat16, torch.channels_last)
+    fresh = load_model(tmp_path / "m")
+    doubled = {k: v * 2 for k, v in fresh.unet.state_dict().items()}
+    write_model_folder(tmp_path / "m", fresh.config, doubled, fresh.autoencoder.state_dict())
+    with pytest.raises(ModelError, match="changed since the model was loaded"):
+        model.prepare(torch.float32, torch.contiguous_format)

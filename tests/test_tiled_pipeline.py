@@ -84,8 +84,10 @@ def test_fewer_steps_work_with_every_tiling_mode(model, official: bool, calls: l
     assert last.done == last.total == (2 if official else 2 * 3)
 
 
-def test_automatic_overlap_is_a_quarter_of_the_tile() -> None:
-    assert [UpscaleOptions(tile=tile).overlap for tile in (256, 128, 64)] == [64, 32, 16]
+def test_automatic_overlap_is_a_quarter_of_the_tile_up_to_32_official_a_quarter() -> None:
+    assert [UpscaleOptions(tile=tile).overlap for tile in (256, 128, 64)] == [32, 32, 16]
+    official = [UpscaleOptions(tile=tile, official_tiling=True).overlap for tile in (256, 128, 64)]
+    assert official == [64, 32, 16]
     assert UpscaleOptions(tile=128, tile_overlap=0).overlap == 0
     starts = sorted({t.left for t in plan(64, 320, UpscaleOptions(tile=64))})
     assert len(starts) == 7 and starts[-1] == 256  # the fewest 64-wide tiles overlapping by >= 16

@@ -17,10 +17,12 @@ from resshift_cli.tiling import (
     Tile,
     axis_starts,
     blend_weights,
+    cheapest_side,
     context_window,
     layout_weights,
     official_axis_starts,
     official_tiles,
+    plan_cheapest_tiles,
     plan_tiles,
     ramp,
     tiled_map,
@@ -129,6 +131,41 @@ def official_starts_brute(length: int, patch: int, stride: int) -> list[int]:
             starts.append(start)
         position += stride
     return starts
+
+
+@FAST
+@given(
+    st.integers(1, 24).map(lambda k: 16 * k),
+    st.integers(1, 8).map(lambda k: 16 * k),
+    st.integers(0, 40),
+)
+def test_cheapest_side_covers_the_fewest_pixels(length: int, max_tile: int, overlap: int) -> None:
+    assume(max_tile > overlap)
+    side = cheapest_side(length, max_tile, overlap, 16)
+    if length <= max_tile:
+        assert side == length
+        return
+    sides = [s for s in range(16, max_tile + 1, 16) if s > overlap]
+    covered = {s: len(axis_starts(length, s, overlap)) * s for s in sides}
+    assert side % 16 == 0 and side <= max_tile
+    assert covered[side] == min(covered.values())
+    assert side == max(s for s, c in covered.items() if c == covered[side])  # ties: the larger side
+
+
+def test_cheapest_tiles_cover_4_mp_with_nine_192_pixel_tiles() -> None:
+    """512² LR (4 MP out), tiles up to 256, overlap 32: 3 × 192 per axis covers 576 pixels, 3 × 256 would
+    cover 768; the tiles overlap by exactly 32 and cover the canvas."""
+    tiles = plan_cheapest_tiles(512, 512, 256, 32, 64)
+    assert len(tiles) == 9 and {t.size for t in tiles} == {(192, 192)}
+    assert sorted({t.left for t in tiles}) == [0, 160, 320]
+    assert (coverage(tiles, 512, 512) >= 1).all()
+
+
+def test_cheapest_tiles_choose_each_axis_alone_and_keep_whole_axes_whole() -> None:
+    tiles = plan_cheapest_tiles(256, 512, 256, 32, 64)
+    assert {t.size for t in tiles} == {(256, 192)} and len(tiles) == 3
+    with pytest.raises(UsageError, match="exceed the overlap"):
+        cheapest_side(512, 64, 64, 64)
 
 
 def test_official_axis_starts_spec_example():

@@ -124,7 +124,7 @@ class Result:
 
 
 def describe_tiling(options: UpscaleOptions) -> str:
-    """ "none" | "tile 256, overlap 64" | "official, tile 256, overlap 64"."""
+    """ "none" | "tile 256, overlap 32" | "official, tile 256, overlap 64" (the tile is the largest side)."""
     if options.tile == 0:
         return "none"
     tiles = f"tile {options.tile}, overlap {options.overlap}"
@@ -329,7 +329,7 @@ class Upscaler:
             (1, 3, H, W) in [0, 1] (same shape, dtype and device back).
         scale: output size / input size, 1..16 (default: the model's ×4). The other options are those of
             `resshift upscale`: seed, tile (LR pixels, a multiple of 64, 0 = untiled), tile_overlap (None =
-            a quarter of the tile), tile_batch (0 = per device), official_tiling, steps (None = trained),
+            automatic), tile_batch (0 = per device), official_tiling, steps (None = trained),
             color_fix ("none", "wavelet", "adain").
         progress: called with `Progress(stage, done, total)` as the image advances.
         notice: told, in one line, about retries (out of memory → smaller tiles, non-finite → float32).

@@ -23,7 +23,7 @@ import torch
 
 from resshift_cli.config import AutoencoderConfig, DDConfig, FirstStage, ModelConfig, UNetConfig
 from resshift_cli.devices import cpu_class, precision_name
-from resshift_cli.tiling import Tile, context_window, official_tiles, plan_tiles
+from resshift_cli.tiling import Tile, context_window, official_tiles, plan_cheapest_tiles, plan_tiles
 
 LQ_CHANNELS = 3
 """LR channels concatenated to the latent at the UNet's input (`nets.unet.LQ_CHANNELS`)."""
@@ -366,11 +366,12 @@ def upscale_flops(
     config: ModelConfig, height: int, width: int, tile: int, overlap: int, tiling: VaeTiling, steps: int
 ) -> dict[str, Flops]:
     """FLOPs per stage ("encode", "denoise", "decode") of our pipeline on an LR image of (height, width):
-    the canvas padded to 64, denoiser tiles of `tile` (0 or ≥ the canvas: whole) overlapping by `overlap`,
+    the canvas padded to 64, denoiser tiles up to `tile` (0 or ≥ the canvas: whole; `plan_cheapest_tiles`,
+    as the pipeline plans them) overlapping by `overlap`,
     `steps` denoiser calls per tile, the autoencoder under `tiling`."""
     h, w = _padded(height), _padded(width)
     whole = tile == 0 or (h <= tile and w <= tile)
-    tiles = [Tile(0, 0, h, w)] if whole else plan_tiles(h, w, tile, overlap)
+    tiles = [Tile(0, 0, h, w)] if whole else plan_cheapest_tiles(h, w, tile, overlap, 64)
     denoise = total(unet_flops(config.unet, t.height, t.width) for t in tiles) * steps
     encode, decode = autoencoder_flops(config.autoencoder, h, w, tiling)
     return {"encode": encode, "denoise": denoise, "decode": decode}

@@ -8,13 +8,15 @@ manifests, verification and export treat every model alike.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from torch import Tensor, nn
 
 from resshift_cli.config import CONFIG_FILE_NAME, AutoencoderConfig, FirstStage, ModelConfig, UNetConfig
@@ -137,13 +139,81 @@ def check_state_dicts(
     check_state_dict(autoencoder, autoencoder_state, f"{source} (autoencoder)")
 
 
+_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+"""safetensors dtype names → torch dtypes (the ones model files use)."""
+
+
+class WeightFile:
+    """A safetensors file read tensor by tensor into fresh buffers with plain reads, not memory-mapped.
+
+    The `safetensors` library checks the file first (header, dtypes, offsets against the file size); the
+    data are then read with `readinto`. So every tensor owns its memory: the weights resident in the
+    process are exactly the tensors kept alive (a memory-mapped file stays resident, and counted, as long
+    as any one of its tensors lives), and every tensor starts on an allocator boundary whatever the
+    file's header length (the alignment of a mapped tensor changed float32 outputs by ~1e-6 between files
+    holding the same values). Use as a context manager; errors are `SafetensorError`/`OSError`/`ValueError`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._entries: dict[str, tuple[torch.dtype, tuple[int, ...], int, int]] = {}
+        self._file: BinaryIO | None = None
+
+    def __enter__(self) -> WeightFile:
+        with safe_open(self.path, framework="pt") as checked:
+            names = set(checked.keys())
+        self._file = self.path.open("rb")
+        header_length = int.from_bytes(self._file.read(8), "little")
+        header = json.loads(self._file.read(header_length))
+        for name in names:
+            entry = header[name]
+            begin, end = entry["data_offsets"]
+            start = 8 + header_length + begin
+            self._entries[name] = (_DTYPES[entry["dtype"]], tuple(entry["shape"]), start, end - begin)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+
+    def names(self) -> list[str]:
+        """The tensor names, sorted."""
+        return sorted(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def read(self, name: str) -> Tensor:
+        """Tensor `name` in its stored dtype, in a buffer of its own (KeyError if the file lacks it)."""
+        dtype, shape, start, size = self._entries[name]
+        if self._file is None:
+            raise ValueError(f"{self.path}: read outside the `with` block")
+        buffer = torch.empty(size, dtype=torch.uint8)
+        self._file.seek(start)
+        if self._file.readinto(memoryview(buffer.numpy())) != size:
+            raise ValueError(f"{name}: file ends inside the tensor")
+        return buffer.view(dtype).reshape(shape)
+
+
 def read_weights(path: Path) -> dict[str, Tensor]:
-    """Read a safetensors file into CPU tensors; a missing or corrupt file is a `ModelError`."""
+    """Read a safetensors file into CPU tensors (`WeightFile`); missing or corrupt: a `ModelError`."""
     if not path.is_file():
         raise ModelError(f"{path}: missing (model folders need {UNET_FILE} and {AUTOENCODER_FILE})")
     try:
-        return load_file(path, device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        with WeightFile(path) as weights:
+            return {name: weights.read(name) for name in weights.names()}
+    except (SafetensorError, OSError, ValueError, RuntimeError, KeyError) as err:
         raise ModelError(f"{path}: not a valid safetensors file (truncated or corrupt?): {err}") from None
 
 

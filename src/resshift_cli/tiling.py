@@ -6,7 +6,8 @@ rectangle s× larger on the output canvas; `Tile.scaled(s)` gives it and refuses
 
 Two layouts:
 - ours (`plan_tiles`): as few tiles as possible, evenly spread, neighbours overlapping by at least the
-  requested overlap, blended with raised-cosine windows (`layout_weights`).
+  requested overlap, blended with raised-cosine windows (`layout_weights`); `plan_cheapest_tiles` also
+  picks the tile side per axis (up to a maximum) that covers the fewest pixels.
 - the official "chop" (`official_tiles`, docs/official-behaviour.md §2.4): fixed stride with the last
   start snapped to the edge, blended by uniform averaging (`weights="uniform"` in `tiled_map`).
 """
@@ -124,6 +125,33 @@ def plan_tiles(height: int, width: int, tile: int, overlap: int, align: int = 1)
     tops = axis_starts(height, tile, overlap, align)
     lefts = axis_starts(width, tile, overlap, align)
     return _grid(tops, lefts, min(tile, height), min(tile, width))
+
+
+def cheapest_side(length: int, max_tile: int, overlap: int, multiple: int = 1) -> int:
+    """The tile side for one axis of `length` pixels: `length` itself when it is at most `max_tile`, else the
+    multiple of `multiple` up to `max_tile` whose layout (`axis_starts`, neighbours overlapping by at least
+    `overlap`) covers the fewest pixels, tiles × side. That is the least work for a network whose cost is
+    linear in pixels (the denoiser: convolutions and windowed attention; `cost.unet_flops`). Ties go to
+    the larger side (fewer calls). E.g. 512 pixels, tiles up to 256, overlap 32: 3 × 192 = 576 pixels
+    (three 256-pixel tiles would cover 768). UsageError when no allowed side exceeds the overlap."""
+    if length <= max_tile:
+        return length
+    sides = [side for side in range(multiple, max_tile + 1, multiple) if side > overlap]
+    if not sides:
+        raise UsageError(f"tile size {max_tile} must exceed the overlap {overlap} by at least {multiple}")
+    return min(sides, key=lambda side: (len(axis_starts(length, side, overlap)) * side, -side))
+
+
+def plan_cheapest_tiles(
+    height: int, width: int, max_tile: int, overlap: int, multiple: int = 1
+) -> list[Tile]:
+    """Our layout with the side of each axis chosen by `cheapest_side` (tiles up to `max_tile` pixels, sides
+    multiples of `multiple`), row-major; every tile has the same (height, width), so tiles batch."""
+    tile_height = cheapest_side(height, max_tile, overlap, multiple)
+    tile_width = cheapest_side(width, max_tile, overlap, multiple)
+    tops = axis_starts(height, tile_height, overlap)
+    lefts = axis_starts(width, tile_width, overlap)
+    return _grid(tops, lefts, tile_height, tile_width)
 
 
 def official_tiles(height: int, width: int, patch: int, stride: int) -> list[Tile]:

@@ -50,7 +50,7 @@ def _check_overlap(value: str) -> str:
 
 
 def overlap_pixels(value: str) -> int | None:
-    """The --tile-overlap value as pixels, None for auto (a quarter of the tile)."""
+    """The --tile-overlap value as pixels, None for auto (`UpscaleOptions.overlap`)."""
     return None if value == AUTO else int(value)
 
 
@@ -161,7 +161,8 @@ Tile = Annotated[
     typer.Option(
         "--tile",
         min=0,
-        help="Tile side in input pixels, a multiple of 64; 0 processes the whole image at once.",
+        help="Largest tile side in input pixels, a multiple of 64 (the side per axis that means the least"
+        " work is used); 0 processes the whole image at once.",
         rich_help_panel=TILING_PANEL,
     ),
 ]
@@ -171,7 +172,8 @@ TileOverlap = Annotated[
         "--tile-overlap",
         callback=_check_overlap,
         metavar="N|auto",
-        help="Input pixels shared by neighbouring tiles; auto: a quarter of the tile (64 at 256).",
+        help="Input pixels shared by neighbouring tiles; auto: a quarter of the tile, at most 32"
+        " (--official-tiling: a quarter).",
         rich_help_panel=TILING_PANEL,
     ),
 ]

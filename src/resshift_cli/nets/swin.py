@@ -18,6 +18,11 @@ from resshift_cli.nets.layers import GroupNorm32
 
 MASKED = -100.0
 """Logit offset between tokens of different shifted regions (as upstream)."""
+CHUNK_ELEMENTS = 2**23
+"""Attention and the MLP run on slices of the image (windows, rows) whose widest intermediate (qkv, the MLP's
+hidden layer) holds about this many elements: per-window and per-pixel work gives the same values in any
+slicing, and peak memory no longer grows with the tile (realsr-v3, 256² latent: the top level's MLP alone
+held 2 × 256² × 768 values)."""
 
 
 def window_partition(x: Tensor, window: int) -> Tensor:
@@ -96,15 +101,32 @@ class WindowAttention(nn.Module):
         return bias.view(n, n, self.heads).permute(2, 0, 1)
 
     def forward(self, x: Tensor, mask: Tensor | None) -> Tensor:
-        """x: (B·nW, N, C) window tokens; mask: (nW, N, N) additive or None → (B·nW, N, C)."""
+        """x: (B·nW, N, C) window tokens, image-major; mask: (nW, N, N) additive or None → (B·nW, N, C).
+
+        Runs in chunks of windows (`CHUNK_ELEMENTS`), each with its windows' slice of the mask."""
         bw, n, c = x.shape
-        q, k, v = self.qkv(x).view(bw, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
+        windows = bw if mask is None else mask.shape[0]
+        chunk = max(1, min(windows, CHUNK_ELEMENTS // (n * 3 * c)))
+        out: Tensor | None = None
+        for start in range(0, bw, chunk):
+            first = start % windows
+            stop = min(start + chunk, bw, start - first + windows)  # a chunk never spans two images
+            part = self._attend(x[start:stop], None if mask is None else mask[first : first + stop - start])
+            if out is None:
+                out = part.new_empty((bw, n, c))
+            out[start:stop] = part
+        assert out is not None
+        return out
+
+    def _attend(self, x: Tensor, mask: Tensor | None) -> Tensor:
+        """(k, N, C) window tokens, (k, N, N) additive mask or None → (k, N, C)."""
+        k, n, c = x.shape
+        q, key, v = self.qkv(x).view(k, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
         bias = self.position_bias().to(q.dtype).unsqueeze(0)  # (1, heads, N, N)
         if mask is not None:
-            bias = bias + mask.to(q.dtype).unsqueeze(1)  # (nW, heads, N, N)
-            bias = bias.repeat(bw // mask.shape[0], 1, 1, 1)  # (B·nW, heads, N, N)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        return self.proj(out.transpose(1, 2).reshape(bw, n, c))
+            bias = bias + mask.to(q.dtype).unsqueeze(1)  # (k, heads, N, N)
+        out = F.scaled_dot_product_attention(q, key, v, attn_mask=bias)
+        return self.proj(out.transpose(1, 2).reshape(k, n, c))
 
 
 class Mlp(nn.Module):
@@ -118,6 +140,23 @@ class Mlp(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))
+
+    def residual(self, x: Tensor, normed: Tensor) -> Tensor:
+        """x + mlp(normed) for (B, C, H, W) inputs, in slices of rows (`CHUNK_ELEMENTS`); the same values as
+        in one piece (the MLP is per pixel), with only a slice of its hidden layer alive at a time."""
+        _, _, h, w = x.shape
+        rows = max(1, CHUNK_ELEMENTS // (w * self.fc1.out_channels * x.shape[0]))
+        if rows >= h:
+            return x + self(normed)
+        out: Tensor | None = None
+        for top in range(0, h, rows):
+            band = slice(top, min(top + rows, h))
+            part = x[:, :, band] + self(normed[:, :, band])
+            if out is None:
+                out = torch.empty_like(x, dtype=part.dtype)
+            out[:, :, band] = part
+        assert out is not None
+        return out
 
 
 class SwinTransformerBlock(nn.Module):
@@ -161,7 +200,7 @@ class SwinTransformerBlock(nn.Module):
         if self.shift > 0:
             y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
         x = x + y.permute(0, 3, 1, 2)
-        return x + self.mlp(self.norm2(x))
+        return self.mlp.residual(x, self.norm2(x))
 
 
 class PatchProjection(nn.Module):

@@ -275,20 +275,24 @@ class VectorQuantizer(nn.Module):
         """(B, C, H, W) → (B·H·W,) int64 index of the nearest code, positions in b, h, w order.
 
         Always float32 (autocast off): distances ‖z‖² + ‖e‖² − 2·z·e as upstream computes them, in
-        cache-sized chunks; the −2·z·e term is fused into one `addmm` (scaling by −2 is exact).
+        cache-sized chunks; the −2·z·e term is fused into one `addmm` (scaling by −2 is exact). Every
+        chunk reuses one distance buffer and writes into one index tensor: a fresh (chunk, n_embed)
+        matrix per chunk, freed between small kept results, fragmented the heap until a 512² latent held
+        8 GiB (realsr and tiny codebooks of 8192 codes, glibc).
         """
         with torch.autocast(z.device.type, enabled=False):
             flat = z.float().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
             codes = self.embedding.weight.float()
             code_norms, codes_t = torch.sum(codes**2, dim=1), codes.t().contiguous()
-            return torch.cat(
-                [
-                    torch.addmm(
-                        torch.sum(part**2, dim=1, keepdim=True) + code_norms, part, codes_t, alpha=-2
-                    ).argmin(dim=1)
-                    for part in flat.split(QUANTIZE_CHUNK)
-                ]
-            )
+            found = torch.empty(flat.shape[0], dtype=torch.long, device=z.device)
+            distances = flat.new_empty(min(QUANTIZE_CHUNK, flat.shape[0]), codes.shape[0])
+            for start in range(0, flat.shape[0], QUANTIZE_CHUNK):
+                part = flat[start : start + QUANTIZE_CHUNK]
+                chunk = distances[: part.shape[0]]
+                torch.add(torch.sum(part**2, dim=1, keepdim=True), code_norms, out=chunk)
+                chunk.addmm_(part, codes_t, alpha=-2)
+                torch.argmin(chunk, dim=1, out=found[start : start + part.shape[0]])
+            return found
 
     def forward(self, z: Tensor) -> Tensor:
         """(B, C, H, W) → (B, C, H, W) snapped to the codebook."""
