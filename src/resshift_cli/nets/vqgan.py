@@ -281,8 +281,8 @@ class VectorQuantizer(nn.Module):
         8 GiB (realsr and tiny codebooks of 8192 codes, glibc).
         """
         with torch.autocast(z.device.type, enabled=False):
-            flat = z.float().permute(0, 2, 3, 1).reshape(-1, z.shape[1])
-            codes = self.embedding.weight.float()
+            flat = z.detach().float().permute(0, 2, 3, 1).reshape(-1, z.shape[1])  # indices: no gradient
+            codes = self.embedding.weight.detach().float()
             code_norms, codes_t = torch.sum(codes**2, dim=1), codes.t().contiguous()
             found = torch.empty(flat.shape[0], dtype=torch.long, device=z.device)
             distances = flat.new_empty(min(QUANTIZE_CHUNK, flat.shape[0]), codes.shape[0])
