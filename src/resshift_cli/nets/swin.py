@@ -107,6 +107,8 @@ class WindowAttention(nn.Module):
         bw, n, c = x.shape
         windows = bw if mask is None else mask.shape[0]
         chunk = max(1, min(windows, CHUNK_ELEMENTS // (n * 3 * c)))
+        if chunk == windows == bw:  # one image whose windows fit one chunk: no copy into an output buffer
+            return self._attend(x, mask)
         out: Tensor | None = None
         for start in range(0, bw, chunk):
             first = start % windows
