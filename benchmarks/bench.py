@@ -51,9 +51,10 @@ from resshift_cli import devices, registry
 from resshift_cli.devices import (
     ATEN_CAPABILITY_ENV,
     ONEDNN_ISA_ENV,
-    precision_name,
+    precision_label,
     resolve_device,
     resolve_precision,
+    resolve_winograd,
 )
 from resshift_cli.loading import CONFIG_FILE, LoadedModel, load_model, networks, write_model_folder
 from resshift_cli.pipeline import UpscaleOptions
@@ -365,6 +366,7 @@ def verify_cpu_class(requested: str) -> None:
 def options_for(case: Case, device: torch.device) -> UpscaleOptions:
     return UpscaleOptions(
         dtype=resolve_precision(case.precision, device),
+        winograd=resolve_winograd(case.precision, device),
         tile=case.tile,
         tile_overlap=case.tile_overlap,
         tile_batch=case.tile_batch,
@@ -428,7 +430,7 @@ def measure(case: Case, fresh_process: bool) -> tuple[Measurement, torch.Tensor]
     best = min((timed_run(model, image, options, clock) for _ in range(case.repeat)), key=lambda r: r.total_s)
     peak, memory = peak_memory(device, fresh_process)
     precision = case.precision
-    precision += f"={precision_name(options.dtype)}" if precision == "auto" else ""
+    precision += f"={precision_label(options.dtype, options.winograd)}" if precision == "auto" else ""
     result = Measurement(
         model=model.name,
         device=str(device),

@@ -7,7 +7,10 @@ window, the decoder (+ post_quant_conv), one UNet call, and the autoencoder's gl
 (scaled dot-product attention over `--window`² positions of 512 channels). FLOPs come from
 `resshift_cli.cost`, so each row is the rate the cost model should use (`cost.RATES`):
 
-    python benchmarks/stage_rates.py --cpu-class native,avx2 --precisions fp32,bf16
+    python benchmarks/stage_rates.py --cpu-class native,avx2 --precisions fp32,bf16,fp32-winograd
+
+"fp32-winograd" is float32 with the 3×3 convolutions through Winograd's transform (`nets.winograd`), what
+`--precision auto` runs the autoencoder in on CPUs (rates count the convolutions' direct FLOPs).
 
 A shared machine disturbs wall time more than CPU time; the table is CPU time.
 """
@@ -27,10 +30,14 @@ import torch.nn.functional as F
 
 from resshift_cli import cost, devices
 from resshift_cli.devices import DTYPES, autocast, memory_format
+from resshift_cli.nets import winograd
 from resshift_cli.runner import Runtime
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bench import CLASS_CAPS, class_environment, random_model, verify_cpu_class
+
+
+WINOGRAD_SUFFIX = "-winograd"
 
 
 def cpu_seconds(fn: Callable[[], object], repeat: int) -> float:
@@ -47,7 +54,7 @@ def cpu_seconds(fn: Callable[[], object], repeat: int) -> float:
 def stage_rates(model_name: str, precision: str, window: int, repeat: int) -> dict[str, float]:
     """GFLOP/s of each stage in one precision: encoder, decoder, unet (conv FLOPs + their attention), and
     the global attention alone."""
-    dtype = DTYPES[precision]
+    dtype = DTYPES[precision.removesuffix(WINOGRAD_SUFFIX)]
     device = torch.device("cpu")
     runtime = Runtime(random_model(model_name))
     fmt = memory_format(device, dtype)
@@ -77,7 +84,8 @@ def stage_rates(model_name: str, precision: str, window: int, repeat: int) -> di
         ),
     }
     rates = {}
-    with torch.inference_mode(), autocast(device, dtype):
+    fast = winograd.enabled(precision.endswith(WINOGRAD_SUFFIX))
+    with torch.inference_mode(), autocast(device, dtype), fast:
         for name, (fn, flops) in jobs.items():
             rates[name] = flops.total / cpu_seconds(fn, repeat) / 1e9
     return rates
@@ -109,7 +117,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="realsr-v3", help="registry name (random full-size weights)")
     p.add_argument("--cpu-class", default="native", help=f"comma-separated: {', '.join(CLASS_CAPS)}")
-    p.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16")
+    p.add_argument(
+        "--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16, fp32-winograd"
+    )
     p.add_argument("--window", type=int, default=64, help="latent window side (default 64)")
     p.add_argument("--repeat", type=int, default=2, help="timed calls per stage; the least is kept")
     p.add_argument("--worker", help=argparse.SUPPRESS)

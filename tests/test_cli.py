@@ -30,6 +30,7 @@ from resshift_cli.colorfix import COLOR_FIXES
 from resshift_cli.devices import PRECISIONS, cpu_has_native_bf16
 from resshift_cli.images import FORMATS
 from resshift_cli.manifest import write_manifest
+from resshift_cli.nets import winograd
 from resshift_cli.pipeline import Progress
 from tiny import golden_case, write_tiny_folder
 
@@ -527,7 +528,7 @@ def test_doctor_lists_devices_versions_and_the_cache() -> None:
     lines = result.stdout.splitlines()
     assert lines[0] == f"resshift-cli {__version__}"
     assert any(line.startswith(f"torch {torch.__version__}") for line in lines)
-    auto = "bf16" if cpu_has_native_bf16() else "fp32"
+    auto = ("bf16" if cpu_has_native_bf16() else "fp32") + ("+winograd" if winograd.available() else "")
     assert any(line.startswith("  cpu: ") and "fp32" in line and f"(auto: {auto})" in line for line in lines)
     assert f"cache: {locations.cache_home()} (set RESSHIFT_HOME to move it)" in lines
     assert any(line.startswith(f"  model: {folder} (") for line in lines)

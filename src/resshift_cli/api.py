@@ -27,7 +27,13 @@ from torch import Tensor
 from resshift_cli import __version__, registry
 from resshift_cli.cache import resolve_model
 from resshift_cli.colorfix import COLOR_FIXES, ColorFix
-from resshift_cli.devices import configure_threads, precision_name, resolve_device, resolve_precision
+from resshift_cli.devices import (
+    configure_threads,
+    precision_label,
+    resolve_device,
+    resolve_precision,
+    resolve_winograd,
+)
 from resshift_cli.errors import ImageError, UsageError
 from resshift_cli.images import (
     DEFAULT_MAX_PIXELS,
@@ -208,11 +214,13 @@ class Upscaler:
         precision: str | torch.dtype = "auto",
         compile: bool = False,
     ) -> None:
-        """Wrap a loaded model (already on its device); precision: "auto", "fp32", "fp16", "bf16", a dtype."""
+        """Wrap a loaded model (already on its device); precision: "auto", "fp32", "fp16", "bf16", a dtype.
+        "auto" also turns on Winograd convolutions on CPUs (`devices.resolve_winograd`)."""
         self.runtime = Runtime(model)
         self.dtype = (
             precision if isinstance(precision, torch.dtype) else resolve_precision(precision, model.device)
         )
+        self.winograd = resolve_winograd(precision, model.device)
         self.runtime.compile(compile)
 
     @classmethod
@@ -233,10 +241,11 @@ class Upscaler:
         compile: run the denoiser through torch.compile (falls back to eager mode if that fails).
         """
         where = device if isinstance(device, torch.device) else resolve_device(device)
-        dtype = precision if isinstance(precision, torch.dtype) else resolve_precision(precision, where)
+        if not isinstance(precision, torch.dtype):
+            resolve_precision(precision, where)  # an unknown name fails before any download
         folder = resolve_model(str(model), progress=progress)
         configure_threads()
-        return cls(load_model(folder, where), precision=dtype, compile=compile)
+        return cls(load_model(folder, where), precision=precision, compile=compile)
 
     @property
     def model(self) -> LoadedModel:
@@ -269,7 +278,15 @@ class Upscaler:
         if color_fix not in COLOR_FIXES:
             raise UsageError(f"unknown color_fix {color_fix!r}; use one of {', '.join(COLOR_FIXES)}")
         options = UpscaleOptions(
-            seed, self.dtype, tile, tile_overlap, tile_batch, official_tiling, steps, color_fix
+            seed,
+            self.dtype,
+            tile,
+            tile_overlap,
+            tile_batch,
+            official_tiling,
+            steps,
+            color_fix,
+            winograd=self.winograd,
         )
         schedule_for(self.runtime, options)
         return options
@@ -281,7 +298,7 @@ class Upscaler:
             seed=options.seed,
             scale=scale,
             tiling=describe_tiling(options),
-            precision=precision_name(options.dtype),
+            precision=precision_label(options.dtype, options.winograd),
             device=self.device.type,
             steps=schedule_for(self.runtime, options).steps,
             color_fix=options.color_fix,

@@ -275,6 +275,8 @@ RATES: dict[tuple[str, str], Rates] = {
     ("avx512-bf16", "bf16"): Rates(conv=190.0, attention=92.5),
     ("avx2", "fp32"): Rates(conv=92.0, attention=96.0),
     ("avx2", "bf16"): Rates(conv=17.5, attention=91.7),
+    ("avx512-bf16", "fp32-winograd"): Rates(conv=231.0, attention=98.2),
+    ("avx2", "fp32-winograd"): Rates(conv=227.0, attention=99.0),
 }
 """GFLOP/s per thread by (CPU class or "cuda", precision name), measured with `benchmarks/stage_rates.py`
 (realsr-v3 architecture, 64² latent windows, one thread, CPU time); see benchmarks/README.md."""
@@ -351,10 +353,11 @@ def choose_vae_tiling(config: FirstStage, height: int, width: int, rates: Rates)
     return min(fitting, key=lambda t: (predicted_seconds(config, height, width, t, rates), -t.tile))
 
 
-def rates_for(device: torch.device, dtype: torch.dtype) -> Rates:
-    """`RATES` for a torch device and dtype: the CPU's class under its caps, or the device type."""
+def rates_for(device: torch.device, dtype: torch.dtype, winograd: bool = False) -> Rates:
+    """`RATES` for a torch device and dtype (float32 with Winograd convolutions: "fp32-winograd"): the
+    CPU's class under its caps, or the device type."""
     cls = cpu_class() if device.type == "cpu" else device.type
-    name = precision_name(dtype)
+    name = precision_name(dtype) + ("-winograd" if winograd and dtype == torch.float32 else "")
     return RATES.get((cls, name)) or RATES.get((FALLBACK_CLASS, name)) or RATES[FALLBACK_CLASS, "fp32"]
 
 

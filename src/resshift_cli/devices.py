@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from resshift_cli.errors import DeviceError, UsageError
+from resshift_cli.nets import winograd
 
 DEVICE_ENV = "RESSHIFT_DEVICE"
 DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -152,6 +153,23 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if device.type == "cpu" and cpu_has_native_bf16():
         return torch.bfloat16
     return torch.float32
+
+
+def resolve_winograd(precision: str | torch.dtype, device: torch.device) -> bool:
+    """Whether `precision` on `device` runs 3×3 convolutions through Winograd's transform
+    (`pipeline.UpscaleOptions.winograd`): "auto" on a CPU whose PyTorch has NNPACK (`nets.winograd`),
+    except the AMX class. NNPACK's float32 kernels measured 2.0–3.0× faster than oneDNN's direct float32
+    convolutions and up to 1.4× faster than its bfloat16 ones on the AVX2 and AVX-512 classes (a whole
+    image 2.1–2.3× faster than float32). On an AMX machine bf16 made a whole image 3.4–3.8× faster than
+    float32 (README, "Performance"), more than Winograd saves, so AMX keeps bf16 everywhere. Explicit
+    precisions keep the direct convolutions: "fp32" is the exact path."""
+    return precision == "auto" and device.type == "cpu" and cpu_class() != "amx" and winograd.available()
+
+
+def precision_label(dtype: torch.dtype, uses_winograd: bool) -> str:
+    """What a run computes in, for people: "fp32", "bf16", … with "+winograd" when the autoencoder (and
+    a float32 denoiser) used Winograd convolutions."""
+    return precision_name(dtype) + ("+winograd" if uses_winograd else "")
 
 
 def precision_name(dtype: torch.dtype) -> str:

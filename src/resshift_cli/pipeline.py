@@ -6,6 +6,7 @@ Casting weights, compiling and retrying after errors belong to `runner`; picture
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
@@ -18,9 +19,10 @@ from torch import Tensor
 from resshift_cli import cost
 from resshift_cli.colorfix import ColorFix, fix_colors
 from resshift_cli.config import SIZE_MULTIPLE, ModelConfig
-from resshift_cli.devices import autocast, generator, memory_format
+from resshift_cli.devices import autocast, generator, memory_format, release_freed_memory
 from resshift_cli.errors import UsageError
 from resshift_cli.loading import Autoencoder
+from resshift_cli.nets import winograd
 from resshift_cli.nets.vqgan import shared_statistics
 from resshift_cli.progress import Progress, ProgressCallback
 from resshift_cli.sampler import Denoiser, StepInfo, sample
@@ -76,6 +78,10 @@ class UpscaleOptions:
     color_fix: "none", "wavelet" or "adain" (`colorfix`), applied to the result against the bicubic input.
     vae_tile: autoencoder tile side in LR (= latent) pixels, 0 for the whole image at once; None = chosen
     by the cost model (`cost.choose_vae_tiling`), or untiled when `tile` is 0 (the exact path).
+    winograd: on the CPU, 3×3 convolutions through Winograd's transform (`nets.winograd`, relative error
+    ~3·10⁻⁶, not bit-identical): the autoencoder then runs in float32 whatever `dtype` is
+    (`autoencoder_dtype`), the denoiser in `dtype` (Winograd where that is float32). False: the direct
+    convolutions (the exact path).
     """
 
     seed: int = DEFAULT_SEED
@@ -87,6 +93,12 @@ class UpscaleOptions:
     steps: int | None = None
     color_fix: ColorFix = "none"
     vae_tile: int | None = None
+    winograd: bool = False
+
+    @property
+    def autoencoder_dtype(self) -> torch.dtype:
+        """The autoencoder's precision: float32 with `winograd` (whose kernels are float32), else `dtype`."""
+        return torch.float32 if self.winograd else self.dtype
 
     @property
     def overlap(self) -> int:
@@ -283,7 +295,7 @@ def vae_tiling(model: Networks, options: UpscaleOptions, height: int, width: int
         return cost.with_tile(options.vae_tile)
     if options.tile == 0:
         return cost.UNTILED
-    rates = cost.rates_for(model.device, options.dtype)
+    rates = cost.rates_for(model.device, options.autoencoder_dtype, options.winograd)
     return cost.choose_vae_tiling(model.config.autoencoder, height, width, rates)
 
 
@@ -325,11 +337,15 @@ def _upscale(
     tiles = plan(*y_p.shape[-2:], options, model.size_multiple)
     tiling = vae_tiling(model, options, *y_p.shape[-2:])
     schedule = schedule_for(model, options)
-    z_y = encode_canvas(model, y_p, tiling, _reporter(progress, "encode"))
+    with autoencoder_scope(y.device, options):
+        z_y = encode_canvas(model, y_p, tiling, _reporter(progress, "encode"))
+    release_freed_memory()
     tracker = _DenoiseProgress(progress, schedule.steps, len(tiles))
     denoise = _denoiser(model, y_p, tiles, options, tracker)
     z_0 = sample(denoise, z_y, schedule, generator(options.seed), tracker.step_done)
-    image = decode_latent(model, z_0, tiling, _reporter(progress, "decode"))
+    release_freed_memory()
+    with autoencoder_scope(y.device, options):
+        image = decode_latent(model, z_0, tiling, _reporter(progress, "decode"))
     return image[..., : model.scale * height, : model.scale * width]
 
 
@@ -346,12 +362,25 @@ def _official_chop(
 
     def chain(patch: Tensor) -> Tensor:
         padded = pad_to_multiple(patch, model.size_multiple)
-        z_0 = sample(lambda x, t: model.denoise(x, t, padded), encode_lr(model, padded), schedule, rng)
-        image = decode_latent(model, z_0)
+        with autoencoder_scope(y.device, options):
+            z_y = encode_lr(model, padded)
+        z_0 = sample(lambda x, t: model.denoise(x, t, padded), z_y, schedule, rng)
+        with autoencoder_scope(y.device, options):
+            image = decode_latent(model, z_0)
         return image[..., : model.scale * patch.shape[-2], : model.scale * patch.shape[-1]].clamp(-1, 1)
 
     tiles = official_tiles(*y.shape[-2:], options.tile, options.tile - options.overlap)
     return tiled_map(chain, y, tiles, model.scale, weights="uniform", on_batch=_reporter(progress, "tiles"))
+
+
+def autoencoder_scope(
+    device: torch.device, options: UpscaleOptions
+) -> contextlib.AbstractContextManager[None]:
+    """Autocast off around the autoencoder when it runs in float32 while the denoiser does not
+    (`UpscaleOptions.autoencoder_dtype`); the run's own autocast otherwise."""
+    if options.autoencoder_dtype == options.dtype:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, enabled=False)
 
 
 def run(model: Networks, y: Tensor, options: UpscaleOptions, progress: ProgressCallback | None) -> Tensor:
@@ -361,7 +390,7 @@ def run(model: Networks, y: Tensor, options: UpscaleOptions, progress: ProgressC
     """
     fmt = memory_format(y.device, options.dtype)
     recipe = _official_chop if options.official_tiling else _upscale
-    with autocast(y.device, options.dtype):
+    with autocast(y.device, options.dtype), winograd.enabled(options.winograd):
         return to_unit(recipe(model, y.contiguous(memory_format=fmt), options, progress)).contiguous()
 
 

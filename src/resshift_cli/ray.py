@@ -35,7 +35,7 @@ import torch
 from resshift_cli import errors, registry
 from resshift_cli.api import Upscaler
 from resshift_cli.colorfix import ColorFix
-from resshift_cli.devices import available_cpus, resolve_device, resolve_precision
+from resshift_cli.devices import available_cpus, resolve_device
 from resshift_cli.errors import ResshiftError, UsageError, one_line
 from resshift_cli.fileio import remove_stale_temporaries
 from resshift_cli.images import DEFAULT_MAX_PIXELS, read_picture, write_picture
@@ -155,8 +155,9 @@ class Replica:
         where = resolve_device(self.device)
         if where.type == "cpu":
             torch.set_num_threads(self.threads or available_cpus())
-        dtype = resolve_precision(self.precision, where)
-        return Upscaler.from_pretrained(self.model, device=where, precision=dtype, compile=self.compiled)
+        return Upscaler.from_pretrained(
+            self.model, device=where, precision=self.precision, compile=self.compiled
+        )
 
 
 def _user_threads(environ: Mapping[str, str]) -> int | None:
@@ -179,11 +180,12 @@ class RunJobs:
         self.model = LazyModel(replica.load)
         self.fatal: ResshiftError | None = None
         try:
-            dtype = self.model.get().dtype  # "auto" precision resolved for this replica's device
+            upscaler = self.model.get()  # "auto" precision resolved for this replica's device
         except ResshiftError as err:
             self.fatal = err
         else:
-            self.settings = replace(settings, options=replace(settings.options, dtype=dtype))
+            options = replace(settings.options, dtype=upscaler.dtype, winograd=upscaler.winograd)
+            self.settings = replace(settings, options=options)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """{"source", "target", "fmt", "scheme"}: (B,) str → {"record", "fatal", "notices"}: (B,) str."""

@@ -8,6 +8,8 @@ finite (float32) or when torch.compile fails (eager mode).
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import replace
@@ -25,6 +27,11 @@ from resshift_cli.nets.unet import UNetModelSwin
 from resshift_cli.pipeline import DEFAULT_OPTIONS, UpscaleOptions, finish, run, to_signed
 from resshift_cli.progress import ProgressCallback
 
+NETWORKS = ("unet", "autoencoder")
+"""The two networks, by the key prefixes of `_compute_weights`."""
+FileStamp = tuple[int, int, int]
+"""(inode, size, modification time in ns) of a weight file (`FolderWeights.stamp`)."""
+
 Notice = Callable[[str], None]
 """Told, in one line, about each retry that changes how an image is made."""
 
@@ -35,14 +42,31 @@ class Runtime:
     The networks are shared with the model, not copied: while a reduced precision is in use the model's
     convolution and linear weights are cast copies (what recovers the float32 originals is kept here, and
     `prepare(torch.float32, ...)` restores them exactly).
+
+    During a run on the CPU (`lean`, `taking_turns`), only the network that runs holds its convolution
+    and linear weights: when the denoiser runs, the autoencoder's weights that its folder's file holds
+    unchanged are dropped, and read back from the file when the autoencoder runs again (and the other way
+    round). The two never run at once, so the peak holds one network's weights, not both (realsr-v3:
+    0.21 GiB of float32 autoencoder weights while the denoiser runs, 0.22–0.44 GiB of denoiser weights
+    while the autoencoder does). Between runs both are resident.
     """
 
-    def __init__(self, model: LoadedModel) -> None:
+    def __init__(self, model: LoadedModel, lean: bool | None = None) -> None:
+        """lean: drop the idle network's weights between stages (None: on the CPU)."""
         self.model = model
         self._masters: dict[str, Tensor] = {}
         self._remainders: dict[str, Tensor] = {}
         self._compiled_unet: Callable[..., Tensor] | None = None
-        self._layout: tuple[torch.dtype, torch.memory_format] = (torch.float32, torch.contiguous_format)
+        self._layout: dict[str, tuple[torch.dtype, torch.memory_format]] = {
+            network: (torch.float32, torch.contiguous_format) for network in NETWORKS
+        }
+        self.lean = model.device.type == "cpu" if lean is None else lean
+        self._dropped: dict[str, FileStamp | None] = {}
+        """Weights read back from the file when their network runs, with the file's stamp when dropped."""
+        self._active: str | None = None
+        self._turns = False
+        self._fresh: set[str] = set()
+        """Weights read back from the file during the current turns (known to match it)."""
 
     @property
     def name(self) -> str:
@@ -54,10 +78,12 @@ class Runtime:
 
     @property
     def unet(self) -> UNetModelSwin:
+        self._activate("unet")
         return self.model.unet
 
     @property
     def autoencoder(self) -> Autoencoder:
+        self._activate("autoencoder")
         return self.model.autoencoder
 
     @property
@@ -87,11 +113,90 @@ class Runtime:
 
     def denoise(self, x: Tensor, t: Tensor, lq: Tensor) -> Tensor:
         """x̂₀ = f_θ(x_t, t, y): (B, C, h, w) latent, (B,) steps, (B, 3, h, w) LR in [−1, 1] → (B, C, h, w)."""
+        self._activate("unet")
         unet = self.model.unet if self._compiled_unet is None else self._compiled_unet
         return unet(x, t, lq)
 
-    def prepare(self, dtype: torch.dtype, layout: torch.memory_format) -> None:
-        """Hold convolution and linear weights in `dtype` and `layout` for the next runs.
+    def close(self) -> None:
+        """Every compute weight float32 again, as loaded (for a model that outlives this Runtime)."""
+        self.prepare(torch.float32, torch.contiguous_format)
+
+    @contextlib.contextmanager
+    def taking_turns(self, enabled: bool = True) -> Iterator[None]:
+        """Inside the block (when `enabled` and `lean`, the denoiser not compiled), the networks hold
+        their weights only while they run; afterwards both are resident again."""
+        self._turns = enabled and self.lean and self._compiled_unet is None
+        try:
+            yield
+        finally:
+            self._turns, self._active = False, None
+            self._read_back(NETWORKS)
+            self._fresh.clear()
+
+    def _activate(self, network: str) -> None:
+        """`network`'s weights resident; taking turns, the other network's dropped."""
+        if not self._turns or self._active == network:
+            return
+        self._active = network
+        self._read_back((network,))
+        self._drop(next(other for other in NETWORKS if other != network))
+
+    def _drop(self, network: str) -> None:
+        """Drop `network`'s compute weights that its folder's file holds as they are (checked now)."""
+        with FolderWeights(self.model.folder) as files:
+            stamp = files.stamp(network)
+            for key, param in _compute_weights(self.model, network):
+                if key in self._dropped:
+                    continue
+                if key in self._fresh or self._recoverable(key, param.data, files):
+                    param.data = param.data.new_empty(0)
+                    self._dropped[key] = stamp
+        release_freed_memory()
+
+    def _recoverable(self, key: str, held: Tensor, files: FolderWeights) -> bool:
+        """Whether `held` (as `prepare` holds it) is what reading `key` from `files` would make again."""
+        if held.dtype == torch.float32:
+            return files.holds(key, held.contiguous())
+        if key in self._remainders or key in self._masters:
+            return False
+        stored = files.read(key)
+        return (
+            stored is not None and stored.shape == held.shape and torch.equal(_cast_like(stored, held), held)
+        )
+
+    def _read_back(self, networks: tuple[str, ...]) -> None:
+        """Read the dropped weights of `networks` back from the file, held as `prepare` last asked."""
+        keys = {key for key in self._dropped if key.split(".", 1)[0] in networks}
+        if not keys:
+            return
+        with FolderWeights(self.model.folder) as files:
+            for key, param in _compute_weights(self.model):
+                if key in keys:
+                    param.data = self._held(self._reread(key, files), *self._layout[key.split(".", 1)[0]])
+                    self._fresh.add(key)
+
+    def _reread(self, key: str, files: FolderWeights) -> Tensor:
+        """The float32 weight `key` from the file; `ModelError` if the file changed since it was dropped."""
+        network = key.split(".", 1)[0]
+        stored = files.read(key)
+        if stored is None or files.stamp(network) != self._dropped.pop(key):
+            raise ModelError(
+                f"{files.path(network)}: changed since the model was loaded; load the model again"
+            )
+        return stored
+
+    @staticmethod
+    def _held(master: Tensor, dtype: torch.dtype, layout: torch.memory_format) -> Tensor:
+        """Float32 `master` as `prepare` holds a weight the file holds: cast to `dtype` in `layout`."""
+        shape_layout = layout if master.dim() == 4 else torch.contiguous_format
+        cast = master if dtype == torch.float32 else _cast_like(master, torch.empty(0, dtype=dtype))
+        return cast.contiguous(memory_format=shape_layout)
+
+    def prepare(
+        self, dtype: torch.dtype, layout: torch.memory_format, autoencoder_dtype: torch.dtype | None = None
+    ) -> None:
+        """Hold convolution and linear weights in `dtype` and `layout` for the next runs (the autoencoder's
+        in `autoencoder_dtype` when that differs, in its own precision's layout: `devices.memory_format`).
 
         Casting once here spares autocast re-casting every weight at every call (CPU, bf16, 128² input:
         6.5 s instead of 7.1 s). Norms, the codebook and the position-bias tables stay float32. The
@@ -101,27 +206,42 @@ class Runtime:
         instead of 4: realsr-v3's 174 M weights, 0.32 GiB less). Any other weight keeps what recovers
         it: for bfloat16 a 16-bit remainder (`split_float32`), for other dtypes a float32 copy.
         """
-        if (dtype, layout) == self._layout:
+        wanted = {"unet": (dtype, layout), "autoencoder": (dtype, layout)}
+        if autoencoder_dtype is not None and autoencoder_dtype != dtype:
+            wanted["autoencoder"] = (autoencoder_dtype, memory_format(self.device, autoencoder_dtype))
+        self._read_back(NETWORKS)
+        if wanted == self._layout:
             return
-        self._layout = (dtype, layout)
+        self._layout = wanted
         with FolderWeights(self.model.folder) as files:
             for key, param in _compute_weights(self.model):
-                master = self._float32(key, param, files)
-                shape_layout = layout if master.dim() == 4 else torch.contiguous_format
-                if dtype == torch.float32:
-                    param.data = master
-                    continue
-                in_file = files.holds(key, master)
-                if dtype == torch.bfloat16:
-                    high, remainder = split_float32(master)
-                    if not in_file:
-                        self._remainders[key] = remainder
-                    param.data = high.contiguous(memory_format=shape_layout)
-                else:
-                    if not in_file:
-                        self._masters[key] = master
-                    param.data = master.to(dtype).contiguous(memory_format=shape_layout)
+                self._cast(key, param, files, *wanted[key.split(".", 1)[0]])
         release_freed_memory()
+
+    def _cast(
+        self,
+        key: str,
+        param: nn.Parameter,
+        files: FolderWeights,
+        dtype: torch.dtype,
+        layout: torch.memory_format,
+    ) -> None:
+        """Hold `param` in `dtype` and `layout`, keeping what recovers its float32 original (`prepare`)."""
+        master = self._float32(key, param, files)
+        shape_layout = layout if master.dim() == 4 else torch.contiguous_format
+        if dtype == torch.float32:
+            param.data = master
+            return
+        in_file = files.holds(key, master)
+        if dtype == torch.bfloat16:
+            high, remainder = split_float32(master)
+            if not in_file:
+                self._remainders[key] = remainder
+            param.data = high.contiguous(memory_format=shape_layout)
+        else:
+            if not in_file:
+                self._masters[key] = master
+            param.data = master.to(dtype).contiguous(memory_format=shape_layout)
 
     def _float32(self, key: str, param: nn.Parameter, files: FolderWeights) -> Tensor:
         """The exact float32 original of a compute weight (contiguous), dropping what recovered it."""
@@ -157,6 +277,18 @@ class FolderWeights:
 
     def __exit__(self, *_exc: object) -> None:
         self._stack.close()
+
+    def path(self, network: str) -> Path:
+        """The file of `network` ("unet" or "autoencoder")."""
+        return self._paths[network]
+
+    def stamp(self, network: str) -> FileStamp | None:
+        """(inode, size, modification time in ns) of `network`'s file while open here, None if unreadable."""
+        weights = self._files.get(network)
+        if weights is None:
+            return None
+        info = os.stat(weights.path)
+        return info.st_ino, info.st_size, info.st_mtime_ns
 
     def read(self, key: str) -> Tensor | None:
         """The file's tensor for `key` in float32 (as `load_model` made it), or None if it has none."""
@@ -208,9 +340,11 @@ def join_float32(high: Tensor, remainder: Tensor) -> Tensor:
     return ((high.view(torch.int16).to(torch.int32) << 16) + remainder.to(torch.int32)).view(torch.float32)
 
 
-def _compute_weights(model: LoadedModel) -> Iterator[tuple[str, nn.Parameter]]:
-    """(unique key, parameter) of every convolution and linear layer of both networks."""
+def _compute_weights(model: LoadedModel, only: str | None = None) -> Iterator[tuple[str, nn.Parameter]]:
+    """(unique key, parameter) of every convolution and linear layer of both networks (or of `only`)."""
     for prefix, network in (("unet", model.unet), ("autoencoder", model.autoencoder)):
+        if only not in (None, prefix):
+            continue
         for name, module in network.named_modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)):
                 for param_name, param in module.named_parameters(recurse=False):
@@ -243,8 +377,9 @@ def smaller_tile(options: UpscaleOptions, height: int, width: int, multiple: int
 def _attempt(
     runtime: Runtime, y: Tensor, options: UpscaleOptions, progress: ProgressCallback | None
 ) -> Tensor:
-    runtime.prepare(options.dtype, memory_format(y.device, options.dtype))
-    return run(runtime, y, options, progress)
+    runtime.prepare(options.dtype, memory_format(y.device, options.dtype), options.autoencoder_dtype)
+    with runtime.taking_turns(not options.official_tiling):  # the chop alternates networks per patch
+        return run(runtime, y, options, progress)
 
 
 @torch.inference_mode()
@@ -268,7 +403,7 @@ def upscale_tensor(
         return _with_retries(runtime, lr, options, progress, notice or (lambda _message: None))
     finally:
         if runtime is not model:
-            runtime.prepare(torch.float32, torch.contiguous_format)
+            runtime.close()
 
 
 def _with_retries(

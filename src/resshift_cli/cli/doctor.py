@@ -19,8 +19,10 @@ from resshift_cli.devices import (
     cpu_hardware_class,
     memory_format,
     mps_available,
+    precision_label,
     resolve_device,
     resolve_precision,
+    resolve_winograd,
 )
 from resshift_cli.errors import ResshiftError
 from resshift_cli.pipeline import tile_batch_for
@@ -43,7 +45,7 @@ def _runs_in(device: torch.device, dtype: torch.dtype) -> bool:
 
 def _precisions(device: torch.device) -> str:
     working = [name for name, dtype in _DTYPES.items() if _runs_in(device, dtype)]
-    auto = _DTYPE_NAMES[resolve_precision("auto", device)]
+    auto = precision_label(resolve_precision("auto", device), resolve_winograd("auto", device))
     return f"precisions {', '.join(working) or 'none'} (auto: {auto})"
 
 
@@ -71,6 +73,10 @@ def _cpu_class_lines() -> list[str]:
     torch_says = f"torch capability {torch.backends.cpu.get_cpu_capability()}"
     auto = resolve_precision("auto", cpu)
     layout = "channels-last" if memory_format(cpu, auto) == torch.channels_last else "contiguous"
+    if resolve_winograd("auto", cpu):
+        fast = "Winograd 3×3 convolutions (NNPACK), autoencoder float32"
+    else:
+        fast = "direct convolutions (no NNPACK for this CPU)"
     threads = (
         f"{torch.get_num_threads()} threads (OMP_NUM_THREADS)"
         if "OMP_NUM_THREADS" in os.environ
@@ -78,8 +84,8 @@ def _cpu_class_lines() -> list[str]:
     )
     return [
         f"  cpu class: {cpu_class()} (hardware {cpu_hardware_class()}{capped}; {torch_says})",
-        f"  cpu defaults: precision auto → {_DTYPE_NAMES[auto]}, {layout} memory format, {threads},"
-        f" denoiser tile batch {tile_batch_for(cpu)}",
+        f"  cpu defaults: precision auto → {precision_label(auto, resolve_winograd('auto', cpu))}"
+        f" ({fast}), {layout} memory format, {threads}, denoiser tile batch {tile_batch_for(cpu)}",
     ]
 
 

@@ -36,7 +36,7 @@ from resshift_cli.cli.options import (
     Quiet,
     Seed,
 )
-from resshift_cli.devices import configure_threads, resolve_device, resolve_precision
+from resshift_cli.devices import configure_threads, resolve_device, resolve_precision, resolve_winograd
 from resshift_cli.errors import ModelError, UsageError
 from resshift_cli.evaluate import (
     SCALE,
@@ -300,7 +300,11 @@ def eval_command(
     source, sr_mode = _check_inputs(lr, sr, models or [])
     pairs, problems = match_pairs(source, gt, "SR" if sr_mode else "LR")
     torch_device = resolve_device(device)
-    options = UpscaleOptions(seed=seed, dtype=resolve_precision(precision.value, torch_device))
+    options = UpscaleOptions(
+        seed=seed,
+        dtype=resolve_precision(precision.value, torch_device),
+        winograd=resolve_winograd(precision.value, torch_device),
+    )
     methods = (
         [Method(source.name or "sr", None)]
         if sr_mode

@@ -229,6 +229,16 @@ PrecisionOption = Annotated[
     Precision,
     typer.Option(
         "--precision",
+        help="auto: bf16 (or fp16) on CUDA; on CPUs Winograd convolutions with a float32 autoencoder and"
+        " a bf16 denoiser where the CPU has native bf16, else float32 (1e-5 from the exact path);"
+        " fp32: the exact path.",
+        rich_help_panel=DEVICE_PANEL,
+    ),
+]
+TrainPrecisionOption = Annotated[
+    Precision,
+    typer.Option(
+        "--precision",
         help="auto: bf16 (or fp16) on CUDA, bf16 on CPUs with native bf16, else fp32 (the exact path).",
         rich_help_panel=DEVICE_PANEL,
     ),

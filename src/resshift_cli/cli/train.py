@@ -19,7 +19,7 @@ from rich.progress import Progress as Bars
 from resshift_cli.cache import resolve_model
 from resshift_cli.cli.downloads import download_progress
 from resshift_cli.cli.errors import EXIT_INTERRUPTED, error_line
-from resshift_cli.cli.options import Debug, Device, Precision, PrecisionOption, Quiet
+from resshift_cli.cli.options import Debug, Device, Precision, Quiet, TrainPrecisionOption
 from resshift_cli.config import AutoencoderConfig
 from resshift_cli.degrade import DEGRADATIONS
 from resshift_cli.devices import configure_threads, resolve_device, resolve_precision
@@ -235,7 +235,7 @@ def train(
     workers: Annotated[int, _opt("--workers", panel=RUN_PANEL, min=0, help="Data loading processes.")] = 2,
     seed: Annotated[int, _opt("--seed", panel=RUN_PANEL, min=0, help="Seed of data, noise and init.")] = 0,
     device: Device = "auto",
-    precision: PrecisionOption = Precision.auto,
+    precision: TrainPrecisionOption = Precision.auto,
     quiet: Quiet = False,
     debug: Debug = False,
 ) -> None:

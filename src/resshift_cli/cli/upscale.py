@@ -67,7 +67,7 @@ from resshift_cli.cli.options import (
     Workers,
     overlap_pixels,
 )
-from resshift_cli.devices import resolve_device, resolve_precision
+from resshift_cli.devices import resolve_device, resolve_precision, resolve_winograd
 from resshift_cli.errors import UsageError, one_line
 from resshift_cli.images import DEFAULT_MAX_PIXELS
 from resshift_cli.jobs import (
@@ -313,19 +313,20 @@ class Shared:
     def format_name(self) -> str | None:
         return self.fmt.value if self.fmt is not None else None
 
-    def settings(self, dtype: torch.dtype) -> Settings:
-        """Checked settings: tiling sizes, --skip-existing/--overwrite, the resolved precision."""
+    def settings(self, device: torch.device) -> Settings:
+        """Checked settings: tiling sizes, --skip-existing/--overwrite, precision resolved for `device`."""
         overlap = overlap_pixels(self.tile_overlap)
         check_tiling(self.tile, overlap, names=("--tile", "--tile-overlap"))
         options = UpscaleOptions(
             seed=self.seed,
-            dtype=dtype,
+            dtype=resolve_precision(self.precision.value, device),
             tile=self.tile,
             tile_overlap=overlap,
             tile_batch=self.tile_batch,
             official_tiling=self.official_tiling,
             steps=self.steps,
             color_fix=self.color_fix.value,
+            winograd=resolve_winograd(self.precision.value, device),
         )
         return Settings(
             scale=self.scale,
@@ -339,13 +340,13 @@ class Shared:
     def execute(self, jobs: Sequence[Job]) -> None:
         """Resolve the device and precision, then run the jobs (see `_execute`)."""
         device = resolve_device(self.device)
-        settings = self.settings(resolve_precision(self.precision.value, device))
+        settings = self.settings(device)
         _execute(jobs, settings, Run(self.model, device, self.compiled, self.json_lines, self.quiet))
 
     def execute_on_ray(self, jobs: Sequence[Job], address: str | None, workers: int | None) -> None:
         """Run the jobs on Ray; each replica resolves the device and precision on its own machine."""
         runner = _on_ray(address, workers, self.device, self.precision.value)
-        settings = self.settings(resolve_precision(self.precision.value, torch.device("cpu")))
+        settings = self.settings(torch.device("cpu"))
         run = Run(self.model, torch.device("cpu"), self.compiled, self.json_lines, self.quiet)
         _execute(jobs, settings, run, runner)
 

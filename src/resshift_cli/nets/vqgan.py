@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from resshift_cli.config import AutoencoderConfig, DDConfig
 from resshift_cli.errors import ModelError
+from resshift_cli.nets import winograd
 
 QUANTIZE_CHUNK = 256
 """Latent positions per nearest-code search: its (chunk, n_embed) distance matrix stays in cache
@@ -95,10 +96,10 @@ class ResnetBlock(nn.Module):
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
         self.norm1 = normalize(c_in)
-        self.conv1 = nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.conv1 = winograd.Conv2d(c_in, c_out, 3, padding=1)
         self.norm2 = normalize(c_out)
         self.dropout = nn.Dropout(0.0)
-        self.conv2 = nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.conv2 = winograd.Conv2d(c_out, c_out, 3, padding=1)
         if c_in != c_out:
             self.nin_shortcut = nn.Conv2d(c_in, c_out, 1)
 
@@ -168,7 +169,7 @@ class Upsample(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self.conv = winograd.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
@@ -212,7 +213,7 @@ class Encoder(nn.Module):
         if c.attn_resolutions:
             raise ModelError("autoencoders with attention inside their levels are not supported")
         widths = [c.ch * m for m in (1, *c.ch_mult)]
-        self.conv_in = nn.Conv2d(c.in_channels, c.ch, 3, padding=1)
+        self.conv_in = winograd.Conv2d(c.in_channels, c.ch, 3, padding=1)
         last = len(c.ch_mult) - 1
         self.down = nn.ModuleList(
             Level(
@@ -224,7 +225,7 @@ class Encoder(nn.Module):
         )
         self.mid = Mid(widths[-1])
         self.norm_out = normalize(widths[-1])
-        self.conv_out = nn.Conv2d(widths[-1], c.z_channels * (2 if c.double_z else 1), 3, padding=1)
+        self.conv_out = winograd.Conv2d(widths[-1], c.z_channels * (2 if c.double_z else 1), 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv_in(x)
@@ -239,7 +240,7 @@ class Decoder(nn.Module):
     def __init__(self, c: DDConfig) -> None:
         super().__init__()
         top = c.ch * c.ch_mult[-1]
-        self.conv_in = nn.Conv2d(c.z_channels, top, 3, padding=1)
+        self.conv_in = winograd.Conv2d(c.z_channels, top, 3, padding=1)
         self.mid = Mid(top)
         inputs = [c.ch * m for m in c.ch_mult[1:]] + [top]  # width entering each level (processed top-down)
         self.up = nn.ModuleList(
@@ -251,7 +252,7 @@ class Decoder(nn.Module):
             for i in range(len(c.ch_mult))
         )
         self.norm_out = normalize(c.ch * c.ch_mult[0])
-        self.conv_out = nn.Conv2d(c.ch * c.ch_mult[0], c.out_ch, 3, padding=1)
+        self.conv_out = winograd.Conv2d(c.ch * c.ch_mult[0], c.out_ch, 3, padding=1)
 
     def forward(self, z: Tensor) -> Tensor:
         h = self.mid(self.conv_in(z))
