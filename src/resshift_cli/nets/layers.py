@@ -9,9 +9,17 @@ from torch import Tensor, nn
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm (eps 1e-5) computed in float32 and cast back to the input dtype."""
+    """GroupNorm (eps 1e-5) computed in float32 and cast back to the input dtype.
+
+    Outside autograd, a bfloat16 input on the CPU goes through ATen's mixed-precision kernel instead, which
+    accumulates the statistics in float32 too and rounds once: the same values but for one rounding step
+    in a few elements per million, without the two full-size float32 copies (realsr-v3's UNet on a 256²
+    latent in bf16 peaks lower).
+    """
 
     def forward(self, x: Tensor) -> Tensor:
+        if x.dtype == torch.bfloat16 and x.device.type == "cpu" and not torch.is_grad_enabled():
+            return super().forward(x)
         return super().forward(x.float()).type(x.dtype)
 
 

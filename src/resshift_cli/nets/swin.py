@@ -143,18 +143,19 @@ class Mlp(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.fc2(self.act(self.fc1(x)))
 
-    def residual(self, x: Tensor, normed: Tensor) -> Tensor:
+    def residual(self, x: Tensor, normed: Tensor, in_place: bool = False) -> Tensor:
         """x + mlp(normed) for (B, C, H, W) inputs, in slices of rows (`CHUNK_ELEMENTS`); the same values as
-        in one piece (the MLP is per pixel), with only a slice of its hidden layer alive at a time."""
+        in one piece (the MLP is per pixel), with only a slice of its hidden layer alive at a time.
+        `in_place`: the sums are written into `x` (the caller owns it; outside autograd only)."""
         _, _, h, w = x.shape
         rows = max(1, CHUNK_ELEMENTS // (w * self.fc1.out_channels * x.shape[0]))
         if rows >= h:
-            return x + self(normed)
-        out: Tensor | None = None
+            return x.add_(self(normed)) if in_place and x.dtype == normed.dtype else x + self(normed)
+        out: Tensor | None = x if in_place else None
         for top in range(0, h, rows):
             band = slice(top, min(top + rows, h))
             part = x[:, :, band] + self(normed[:, :, band])
-            if out is None:
+            if out is None or out.dtype != part.dtype:
                 out = torch.empty_like(x, dtype=part.dtype)
             out[:, :, band] = part
         assert out is not None
@@ -190,6 +191,10 @@ class SwinTransformerBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) → (B, C, H, W)."""
+        return self.feed_forward(self.attend(x))
+
+    def attend(self, x: Tensor) -> Tensor:
+        """x + (shifted) window attention of norm1(x): (B, C, H, W) → a new (B, C, H, W)."""
         _, _, h, w = x.shape
         y = self.norm1(x).permute(0, 2, 3, 1)  # B, H, W, C
         mask = None
@@ -201,8 +206,12 @@ class SwinTransformerBlock(nn.Module):
         y = window_reverse(self.attn(window_partition(y, self.window), mask), self.window, h, w)
         if self.shift > 0:
             y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
-        x = x + y.permute(0, 3, 1, 2)
-        return self.mlp.residual(x, self.norm2(x))
+        return x + y.permute(0, 3, 1, 2)
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        """x + mlp(norm2(x)): (B, C, H, W) → (B, C, H, W); outside autograd written into `x` (which
+        `attend` made: `BasicLayer` calls the halves apart, so the block's input is freed in between)."""
+        return self.mlp.residual(x, self.norm2(x), in_place=not torch.is_grad_enabled())
 
 
 class PatchProjection(nn.Module):
@@ -241,5 +250,6 @@ class BasicLayer(nn.Module):
         """(B, channels, H, W) → (B, channels, H, W)."""
         x = self.patch_embed(x)
         for block in self.blocks:
-            x = block(x)
+            x = block.attend(x)
+            x = block.feed_forward(x)
         return self.patch_unembed(x)

@@ -169,5 +169,7 @@ class UNetModelSwin(nn.Module):
             stack.append(h)
         h = self.middle_block(h, emb)
         for block in self.output_blocks:
-            h = block(torch.cat([h, stack.pop()], dim=1), emb)
+            h = torch.cat([h, stack.pop()], dim=1)
+            for layer in block:  # not `block(cat, emb)`: the call would keep the concatenation alive
+                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
         return self.out(h.type(x.dtype))
