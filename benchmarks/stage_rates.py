@@ -36,7 +36,6 @@ from resshift_cli.runner import Runtime
 sys.path.insert(0, os.path.dirname(__file__))
 from bench import CLASS_CAPS, class_environment, random_model, verify_cpu_class
 
-
 WINOGRAD_SUFFIX = "-winograd"
 
 
