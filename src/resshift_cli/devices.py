@@ -158,7 +158,7 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
 def resolve_winograd(precision: str | torch.dtype, device: torch.device) -> bool:
     """Whether `precision` on `device` runs 3×3 convolutions through Winograd's transform
     (`pipeline.UpscaleOptions.winograd`): "auto" on a CPU whose PyTorch has NNPACK (`nets.winograd`),
-    except the AMX class. NNPACK's float32 kernels measured 2.0–3.0× faster than oneDNN's direct float32
+    except the AMX class. NNPACK's float32 kernels measured 2.0–2.9× faster than oneDNN's direct float32
     convolutions and up to 1.4× faster than its bfloat16 ones on the AVX2 and AVX-512 classes (a whole
     image 2.1–2.3× faster than float32). On an AMX machine bf16 made a whole image 3.4–3.8× faster than
     float32 (README, "Performance"), more than Winograd saves, so AMX keeps bf16 everywhere. Explicit

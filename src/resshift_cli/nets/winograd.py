@@ -3,9 +3,10 @@
 A 3×3, stride-1 convolution computed tile by tile with Winograd's F(6×6, 3×3) (Lavin & Gray, "Fast
 Algorithms for Convolutional Neural Networks", CVPR 2016) needs 64 multiplications per 36 outputs and
 channel pair instead of 324. PyTorch's x86-64 (AVX2 + FMA) and ARM builds carry NNPACK's float32 kernels;
-on this project's CPU (one thread) they ran the autoencoder's and denoiser's 3×3 layers 2.6–3.3× faster
-than oneDNN's direct float32 convolution, with or without AVX-512, and 1.2–1.6× faster than its bfloat16
-convolutions (`benchmarks/winograd.py`), at a relative error of 3·10⁻⁶ instead of bfloat16's 10⁻².
+on this project's CPU (one thread) they ran the autoencoder's and denoiser's 3×3 layers 2.0–2.9× faster
+than oneDNN's direct float32 convolution, with or without AVX-512 (the 3-channel input layer aside, a
+negligible share), and up to 1.4× faster than its bfloat16 convolutions (`benchmarks/winograd.py`), at a
+relative error of 3·10⁻⁶ instead of bfloat16's 10⁻².
 
 The results are not bit-identical to the direct convolution's, so the exact float32 path never uses it:
 `Conv2d` takes this route only inside `enabled(True)` (the pipeline enters it for `--precision auto` on
