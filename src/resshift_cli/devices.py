@@ -160,7 +160,7 @@ def resolve_winograd(precision: str | torch.dtype, device: torch.device) -> bool
     (`pipeline.UpscaleOptions.winograd`): "auto" on a CPU whose PyTorch has NNPACK (`nets.winograd`),
     except the AMX class. NNPACK's float32 kernels measured 2.0–2.9× faster than oneDNN's direct float32
     convolutions and up to 1.4× faster than its bfloat16 ones on the AVX2 and AVX-512 classes (a whole
-    image 2.1–2.3× faster than float32). On an AMX machine bf16 made a whole image 3.4–3.8× faster than
+    image 2.0–2.2× faster than float32). On an AMX machine bf16 made a whole image 3.4–3.8× faster than
     float32 (README, "Performance"), more than Winograd saves, so AMX keeps bf16 everywhere. Explicit
     precisions keep the direct convolutions: "fp32" is the exact path."""
     return precision == "auto" and device.type == "cpu" and cpu_class() != "amx" and winograd.available()
