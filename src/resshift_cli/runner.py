@@ -157,12 +157,7 @@ class Runtime:
         """Whether `held` (as `prepare` holds it) is what reading `key` from `files` would make again."""
         if held.dtype == torch.float32:
             return files.holds(key, held.contiguous())
-        if key in self._remainders or key in self._masters:
-            return False
-        stored = files.read(key)
-        return (
-            stored is not None and stored.shape == held.shape and torch.equal(_cast_like(stored, held), held)
-        )
+        return key not in self._remainders and key not in self._masters and files.matches(key, held)
 
     def _read_back(self, networks: tuple[str, ...]) -> None:
         """Read the dropped weights of `networks` back from the file, held as `prepare` last asked."""
@@ -180,9 +175,7 @@ class Runtime:
         network = key.split(".", 1)[0]
         stored = files.read(key)
         if stored is None or files.stamp(network) != self._dropped.pop(key):
-            raise ModelError(
-                f"{files.path(network)}: changed since the model was loaded; load the model again"
-            )
+            raise files.changed(network)
         return stored
 
     @staticmethod
@@ -228,20 +221,13 @@ class Runtime:
     ) -> None:
         """Hold `param` in `dtype` and `layout`, keeping what recovers its float32 original (`prepare`)."""
         master = self._float32(key, param, files)
-        shape_layout = layout if master.dim() == 4 else torch.contiguous_format
-        if dtype == torch.float32:
-            param.data = master
+        param.data = self._held(master, dtype, layout)
+        if dtype == torch.float32 or files.holds(key, master):
             return
-        in_file = files.holds(key, master)
         if dtype == torch.bfloat16:
-            high, remainder = split_float32(master)
-            if not in_file:
-                self._remainders[key] = remainder
-            param.data = high.contiguous(memory_format=shape_layout)
+            self._remainders[key] = split_float32(master)[1]
         else:
-            if not in_file:
-                self._masters[key] = master
-            param.data = master.to(dtype).contiguous(memory_format=shape_layout)
+            self._masters[key] = master
 
     def _float32(self, key: str, param: nn.Parameter, files: FolderWeights) -> Tensor:
         """The exact float32 original of a compute weight (contiguous), dropping what recovered it."""
@@ -278,10 +264,6 @@ class FolderWeights:
     def __exit__(self, *_exc: object) -> None:
         self._stack.close()
 
-    def path(self, network: str) -> Path:
-        """The file of `network` ("unet" or "autoencoder")."""
-        return self._paths[network]
-
     def stamp(self, network: str) -> FileStamp | None:
         """(inode, size, modification time in ns) of `network`'s file while open here, None if unreadable."""
         weights = self._files.get(network)
@@ -307,14 +289,26 @@ class FolderWeights:
             and torch.equal(stored.view(torch.int32), master.view(torch.int32))
         )
 
+    def matches(self, key: str, cast: Tensor) -> bool:
+        """Whether the file's `key` rounds (as `Runtime.prepare` rounds) to exactly `cast`."""
+        return _rounds_to(self.read(key), cast)
+
     def original(self, key: str, cast: Tensor) -> Tensor:
         """The float32 weight `cast` (a reduced-precision copy made by `Runtime.prepare`) came from,
         read from the file; `ModelError` if the file no longer holds it."""
         stored = self.read(key)
-        if stored is None or stored.shape != cast.shape or not torch.equal(_cast_like(stored, cast), cast):
-            path = self._paths[key.split(".", 1)[0]]
-            raise ModelError(f"{path}: changed since the model was loaded; load the model again")
+        if stored is None or not _rounds_to(stored, cast):
+            raise self.changed(key.split(".", 1)[0])
         return stored
+
+    def changed(self, network: str) -> ModelError:
+        """The error for weights of `network` its file no longer holds."""
+        return ModelError(f"{self._paths[network]}: changed since the model was loaded; load the model again")
+
+
+def _rounds_to(stored: Tensor | None, cast: Tensor) -> bool:
+    """Whether float32 `stored` exists and rounds (as `Runtime.prepare` rounds) to exactly `cast`."""
+    return stored is not None and stored.shape == cast.shape and torch.equal(_cast_like(stored, cast), cast)
 
 
 def _cast_like(master: Tensor, cast: Tensor) -> Tensor:
