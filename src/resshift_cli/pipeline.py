@@ -19,7 +19,7 @@ from torch import Tensor
 from resshift_cli import cost
 from resshift_cli.colorfix import ColorFix, fix_colors
 from resshift_cli.config import SIZE_MULTIPLE, ModelConfig
-from resshift_cli.devices import autocast, generator, memory_format, release_freed_memory
+from resshift_cli.devices import autocast, generator, memory_format
 from resshift_cli.errors import UsageError
 from resshift_cli.loading import Autoencoder
 from resshift_cli.nets import winograd
@@ -339,11 +339,9 @@ def _upscale(
     schedule = schedule_for(model, options)
     with autoencoder_scope(y.device, options):
         z_y = encode_canvas(model, y_p, tiling, _reporter(progress, "encode"))
-    release_freed_memory()
     tracker = _DenoiseProgress(progress, schedule.steps, len(tiles))
     denoise = _denoiser(model, y_p, tiles, options, tracker)
     z_0 = sample(denoise, z_y, schedule, generator(options.seed), tracker.step_done)
-    release_freed_memory()
     with autoencoder_scope(y.device, options):
         image = decode_latent(model, z_0, tiling, _reporter(progress, "decode"))
     return image[..., : model.scale * height, : model.scale * width]

@@ -28,7 +28,6 @@ from resshift_cli.errors import ResshiftError
 from resshift_cli.pipeline import tile_batch_for
 
 _DTYPES = {name: resolve_precision(name, torch.device("cpu")) for name in PRECISIONS if name != "auto"}
-_DTYPE_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 
 
 def _runs_in(device: torch.device, dtype: torch.dtype) -> bool:
@@ -73,10 +72,12 @@ def _cpu_class_lines() -> list[str]:
     torch_says = f"torch capability {torch.backends.cpu.get_cpu_capability()}"
     auto = resolve_precision("auto", cpu)
     layout = "channels-last" if memory_format(cpu, auto) == torch.channels_last else "contiguous"
-    if resolve_winograd("auto", cpu):
-        fast = "Winograd 3×3 convolutions (NNPACK), autoencoder float32"
-    else:
-        fast = "direct convolutions (no NNPACK for this CPU)"
+    fast = resolve_winograd("auto", cpu)
+    convolutions = (
+        "Winograd 3×3 convolutions (NNPACK), autoencoder float32"
+        if fast
+        else "direct convolutions (no NNPACK for this CPU)"
+    )
     threads = (
         f"{torch.get_num_threads()} threads (OMP_NUM_THREADS)"
         if "OMP_NUM_THREADS" in os.environ
@@ -84,8 +85,8 @@ def _cpu_class_lines() -> list[str]:
     )
     return [
         f"  cpu class: {cpu_class()} (hardware {cpu_hardware_class()}{capped}; {torch_says})",
-        f"  cpu defaults: precision auto → {precision_label(auto, resolve_winograd('auto', cpu))}"
-        f" ({fast}), {layout} memory format, {threads}, denoiser tile batch {tile_batch_for(cpu)}",
+        f"  cpu defaults: precision auto → {precision_label(auto, fast)}"
+        f" ({convolutions}), {layout} memory format, {threads}, denoiser tile batch {tile_batch_for(cpu)}",
     ]
 
 

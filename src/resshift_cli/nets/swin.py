@@ -150,7 +150,8 @@ class Mlp(nn.Module):
         _, _, h, w = x.shape
         rows = max(1, CHUNK_ELEMENTS // (w * self.fc1.out_channels * x.shape[0]))
         if rows >= h:
-            return x.add_(self(normed)) if in_place and x.dtype == normed.dtype else x + self(normed)
+            mlp = self(normed)
+            return x.add_(mlp) if in_place and mlp.dtype == x.dtype else x + mlp
         out: Tensor | None = x if in_place else None
         for top in range(0, h, rows):
             band = slice(top, min(top + rows, h))
