@@ -7,9 +7,9 @@ window, the decoder (+ post_quant_conv), one UNet call, and the autoencoder's gl
 (scaled dot-product attention over `--window`² positions of 512 channels). FLOPs come from
 `resshift_cli.cost`, so each row is the rate the cost model should use (`cost.RATES`):
 
-    python benchmarks/stage_rates.py --cpu-class native,avx2 --precisions fp32,bf16,fp32-winograd
+    python benchmarks/stage_rates.py --cpu-class native,avx2 --precisions fp32,bf16,fp32+winograd
 
-"fp32-winograd" is float32 with the 3×3 convolutions through Winograd's transform (`nets.winograd`), what
+"fp32+winograd" is float32 with the 3×3 convolutions through Winograd's transform (`nets.winograd`), what
 `--precision auto` runs the autoencoder in on CPUs (rates count the convolutions' direct FLOPs).
 
 A shared machine disturbs wall time more than CPU time; the table is CPU time.
@@ -36,7 +36,7 @@ from resshift_cli.runner import Runtime
 sys.path.insert(0, os.path.dirname(__file__))
 from bench import CLASS_CAPS, class_environment, random_model, verify_cpu_class
 
-WINOGRAD_SUFFIX = "-winograd"
+WINOGRAD_SUFFIX = "+winograd"
 
 
 def cpu_seconds(fn: Callable[[], object], repeat: int) -> float:
@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--model", default="realsr-v3", help="registry name (random full-size weights)")
     p.add_argument("--cpu-class", default="native", help=f"comma-separated: {', '.join(CLASS_CAPS)}")
     p.add_argument(
-        "--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16, fp32-winograd"
+        "--precisions", default="fp32,bf16", help="comma-separated: fp32, bf16, fp16, fp32+winograd"
     )
     p.add_argument("--window", type=int, default=64, help="latent window side (default 64)")
     p.add_argument("--repeat", type=int, default=2, help="timed calls per stage; the least is kept")

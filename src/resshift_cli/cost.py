@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from resshift_cli.config import AutoencoderConfig, DDConfig, FirstStage, ModelConfig, UNetConfig
-from resshift_cli.devices import cpu_class, precision_name
+from resshift_cli.devices import cpu_class, precision_label
 from resshift_cli.tiling import Tile, context_window, official_tiles, plan_cheapest_tiles, plan_tiles
 
 LQ_CHANNELS = 3
@@ -275,8 +275,8 @@ RATES: dict[tuple[str, str], Rates] = {
     ("avx512-bf16", "bf16"): Rates(conv=190.0, attention=92.5),
     ("avx2", "fp32"): Rates(conv=92.0, attention=96.0),
     ("avx2", "bf16"): Rates(conv=17.5, attention=91.7),
-    ("avx512-bf16", "fp32-winograd"): Rates(conv=231.0, attention=98.2),
-    ("avx2", "fp32-winograd"): Rates(conv=227.0, attention=99.0),
+    ("avx512-bf16", "fp32+winograd"): Rates(conv=231.0, attention=98.2),
+    ("avx2", "fp32+winograd"): Rates(conv=227.0, attention=99.0),
 }
 """GFLOP/s per thread by (CPU class or "cuda", precision name), measured with `benchmarks/stage_rates.py`
 (realsr-v3 architecture, 64² latent windows, one thread, CPU time); see benchmarks/README.md."""
@@ -354,10 +354,10 @@ def choose_vae_tiling(config: FirstStage, height: int, width: int, rates: Rates)
 
 
 def rates_for(device: torch.device, dtype: torch.dtype, winograd: bool = False) -> Rates:
-    """`RATES` for a torch device and dtype (float32 with Winograd convolutions: "fp32-winograd"): the
-    CPU's class under its caps, or the device type."""
+    """`RATES` for a torch device and dtype (float32 with Winograd convolutions: "fp32+winograd",
+    `devices.precision_label`): the CPU's class under its caps, or the device type."""
     cls = cpu_class() if device.type == "cpu" else device.type
-    name = precision_name(dtype) + ("-winograd" if winograd and dtype == torch.float32 else "")
+    name = precision_label(dtype, winograd and dtype == torch.float32)
     return RATES.get((cls, name)) or RATES.get((FALLBACK_CLASS, name)) or RATES[FALLBACK_CLASS, "fp32"]
 
 
