@@ -138,16 +138,18 @@ def test_unet_is_deterministic_and_batch_independent(model) -> None:
     torch.testing.assert_close(both[1:], single, atol=1e-5, rtol=0)
 
 
-def test_swin_layers_give_the_same_output_in_small_chunks(model, monkeypatch) -> None:
-    """Windows of attention and rows of the MLP computed a few at a time (a tiny `CHUNK_ELEMENTS`), across
-    two images of a batch and shifted (masked) blocks, give what one piece gives."""
+@pytest.mark.parametrize("chunk_elements", [5000, 3 * 64 * 3 * 64])
+def test_swin_layers_give_the_same_output_in_small_chunks(model, monkeypatch, chunk_elements: int) -> None:
+    """Windows of attention and rows of the MLP computed a few at a time (a tiny `CHUNK_ELEMENTS`: one
+    window, or three, which do not divide an image's 32 windows, so chunks end early at image boundaries),
+    across two images of a batch and shifted (masked) blocks, give what one piece gives."""
     generator = torch.Generator().manual_seed(3)
     x = torch.randn(2, 3, 64, 128, generator=generator)
     lq = torch.rand(2, 3, 64, 128, generator=generator)
     t = torch.tensor([1, 3])
     with torch.inference_mode():
         whole = model.unet(x, t, lq)
-        monkeypatch.setattr(swin, "CHUNK_ELEMENTS", 5000)  # one window, one row at a time
+        monkeypatch.setattr(swin, "CHUNK_ELEMENTS", chunk_elements)
         chunked = model.unet(x, t, lq)
     torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=0)
 

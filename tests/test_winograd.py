@@ -58,6 +58,22 @@ def test_bands_of_rows_give_the_values_of_one_call_on_the_whole_input(
     assert torch.equal(winograd.convolve(x, weight, bias, (1, 1)), whole)
 
 
+@needs_nnpack
+@pytest.mark.parametrize("padding", [(1, 1), (0, 1)])
+def test_a_convolution_by_rows_may_write_into_the_input_it_reads(
+    padding: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one channel: the rows are read as views of the input, not copies
+    x, weight, bias = _input(channels=1, side=70), torch.randn(1, 1, 3, 3), torch.randn(1)
+    expected = winograd.convolve(x, weight, bias, padding)
+    monkeypatch.setattr(winograd, "BAND_BYTES", 70 * 4 * 12)  # 12 rows a band
+    target = x.clone()
+    out = target[:, :, : expected.shape[2]] if padding[0] == 0 else target
+    result = winograd.convolve_rows(lambda a, b: target[:, :, a:b], x.shape, weight, bias, padding, out=out)
+    assert result.data_ptr() == target.data_ptr()
+    assert torch.equal(result, expected)  # no row was overwritten before its last read
+
+
 @pytest.mark.parametrize(
     ("conv", "x", "grad"),
     [

@@ -14,15 +14,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from resshift_cli.nets import winograd
 from resshift_cli.nets.layers import GroupNorm32
 
 MASKED = -100.0
 """Logit offset between tokens of different shifted regions (as upstream)."""
-CHUNK_ELEMENTS = 2**23
+CHUNK_ELEMENTS = 2**22
 """Attention and the MLP run on slices of the image (windows, rows) whose widest intermediate (qkv, the MLP's
 hidden layer) holds about this many elements: per-window and per-pixel work gives the same values in any
 slicing, and peak memory no longer grows with the tile (realsr-v3, 256² latent: the top level's MLP alone
-held 2 × 256² × 768 values)."""
+held 2 × 256² × 768 values). 2²² (16 MiB in float32): as fast as 2²³, with ~30 MB less at the peak."""
 
 
 def window_partition(x: Tensor, window: int) -> Tensor:
@@ -110,13 +111,15 @@ class WindowAttention(nn.Module):
         if chunk == windows == bw:  # one image whose windows fit one chunk: no copy into an output buffer
             return self._attend(x, mask)
         out: Tensor | None = None
-        for start in range(0, bw, chunk):
+        start = 0
+        while start < bw:
             first = start % windows
             stop = min(start + chunk, bw, start - first + windows)  # a chunk never spans two images
             part = self._attend(x[start:stop], None if mask is None else mask[first : first + stop - start])
             if out is None:
                 out = part.new_empty((bw, n, c))
             out[start:stop] = part
+            start = stop
         assert out is not None
         return out
 
@@ -162,6 +165,17 @@ class Mlp(nn.Module):
         assert out is not None
         return out
 
+    def normalised_residual(self, x: Tensor, norm: GroupNorm32) -> Tensor:
+        """x += mlp(norm(x)) in place, (B, C, H, W), in slices of rows with the normalisation applied slice
+        by slice (statistics over the whole of x first): no full-size temporary at all."""
+        scale, shift = norm.scale_shift([x])
+        _, _, h, w = x.shape
+        rows = max(1, CHUNK_ELEMENTS // (w * self.fc1.out_channels * x.shape[0]))
+        for top in range(0, h, rows):
+            band = x[:, :, top : top + rows]
+            band.add_(self(band * scale + shift))
+        return x
+
 
 class SwinTransformerBlock(nn.Module):
     """One (shifted-)window attention block with GroupNorm, on (B, C, H, W); H and W multiples of window."""
@@ -197,17 +211,42 @@ class SwinTransformerBlock(nn.Module):
     def attend(self, x: Tensor) -> Tensor:
         """x + (shifted) window attention of norm1(x): (B, C, H, W) → a new (B, C, H, W)."""
         _, _, h, w = x.shape
-        y = self.norm1(x).permute(0, 2, 3, 1)  # B, H, W, C
-        mask = None
-        if self.shift > 0:
-            y = torch.roll(y, shifts=(-self.shift, -self.shift), dims=(1, 2))
-            # torch.compile traces the mask into its graph; eager runs reuse the cached one
-            masks = window_mask if torch.compiler.is_compiling() else shifted_window_mask
-            mask = masks(h, w, self.window, self.shift, x.device)
+        y = self._roll(self.norm1(x).permute(0, 2, 3, 1), -self.shift, (1, 2))  # B, H, W, C
+        mask = self._mask(h, w, x.device)
         y = window_reverse(self.attn(window_partition(y, self.window), mask), self.window, h, w)
-        if self.shift > 0:
-            y = torch.roll(y, shifts=(self.shift, self.shift), dims=(1, 2))
-        return x + y.permute(0, 3, 1, 2)
+        return x + self._roll(y, self.shift, (1, 2)).permute(0, 3, 1, 2)
+
+    def attend_in_place(self, x: Tensor) -> Tensor:
+        """`attend` written into x (B, C, H, W) and returned, band by band of window rows: each band's rows
+        (read where the shift moves them) are normalised (statistics over the whole of x first), attended
+        and added back into the same rows, so no full-size temporary is formed. Outside autograd only."""
+        b, c, h, w = x.shape
+        scale, shift = self.norm1.scale_shift([x])
+        mask = self._mask(h, w, x.device)
+        per_row = w // self.window  # windows in a row of windows
+        step = max(1, CHUNK_ELEMENTS // (b * per_row * self.window**2 * 3 * c))  # rows of windows a band
+        for top in range(0, h // self.window, step):
+            bottom = min(top + step, h // self.window)
+            rows = torch.arange(top * self.window, bottom * self.window, device=x.device).add_(self.shift) % h
+            y = self._roll(x.index_select(2, rows).mul_(scale).add_(shift), -self.shift, (3,))
+            band_mask = None if mask is None else mask[top * per_row : bottom * per_row]
+            windows = self.attn(window_partition(y.permute(0, 2, 3, 1), self.window), band_mask)
+            y = window_reverse(windows, self.window, len(rows), w).permute(0, 3, 1, 2)
+            x.index_add_(2, rows, self._roll(y, self.shift, (3,)))
+        return x
+
+    def _mask(self, height: int, width: int, device: torch.device) -> Tensor | None:
+        """The (nW, N, N) additive mask of a shifted block for this input size, None unshifted."""
+        if self.shift == 0:
+            return None
+        # torch.compile traces the mask into its graph; eager runs reuse the cached one
+        masks = window_mask if torch.compiler.is_compiling() else shifted_window_mask
+        return masks(height, width, self.window, self.shift, device)
+
+    @staticmethod
+    def _roll(x: Tensor, shift: int, dims: tuple[int, ...]) -> Tensor:
+        """x rolled by `shift` along every one of `dims`; x itself when `shift` is 0."""
+        return torch.roll(x, shifts=(shift,) * len(dims), dims=dims) if shift else x
 
     def feed_forward(self, x: Tensor) -> Tensor:
         """x + mlp(norm2(x)): (B, C, H, W) → (B, C, H, W); outside autograd written into `x` (which
@@ -250,7 +289,10 @@ class BasicLayer(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """(B, channels, H, W) → (B, channels, H, W)."""
         x = self.patch_embed(x)
+        in_bands = winograd.in_bands(x)  # x is this layer's own: its blocks may write into it
         for block in self.blocks:
-            x = block.attend(x)
-            x = block.feed_forward(x)
+            if in_bands:
+                x = block.mlp.normalised_residual(block.attend_in_place(x), block.norm2)
+            else:
+                x = block.feed_forward(block.attend(x))
         return self.patch_unembed(x)

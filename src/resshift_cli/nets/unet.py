@@ -6,6 +6,8 @@ checkpoints, so their state dicts load without renaming.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -34,23 +36,67 @@ class ResBlock(nn.Module):
         )
         self.skip_connection = nn.Identity() if c_in == c_out else nn.Conv2d(c_in, c_out, 1)
 
-    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        """x: (B, c_in, H, W), emb: (B, emb_dim) → (B, c_out, H, W).
+    def forward(self, x: Tensor | list[Tensor], emb: Tensor) -> Tensor:
+        """x: (B, c_in, H, W), or a list of its channel blocks in order (the output path's h and skip),
+        which the block takes over: it empties the list once it has read it, so that the blocks can be
+        freed early. emb: (B, emb_dim) → (B, c_out, H, W).
 
         Outside autograd the activation, the scale-shift and the residual sum work in place on tensors this
         block made (same values, fewer full-size temporaries: realsr-v3's UNet on a 256² latent peaks
-        lower).
+        lower). Where the convolutions run by Winograd, the concatenation of the blocks and the normalised
+        inputs are never formed whole: they are made band by band of rows (`_activated_rows`).
         """
-        in_place = not torch.is_grad_enabled()
+        parts = x if isinstance(x, list) else [x]
+        shape = (*parts[0].shape[:1], sum(p.shape[1] for p in parts), *parts[0].shape[2:])
         norm, _, conv = self.in_layers
-        h = conv(F.silu(norm(x), inplace=in_place))
+        if conv.takes_rows(parts[0], shape):
+            h = conv.forward_rows(_activated_rows(parts, *norm.scale_shift(parts)), shape)
+            h = self._add_skip_by_rows(self._out(h, emb), parts)
+            parts.clear()
+            return h
+        whole = torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
+        parts.clear()
+        h = self._out(conv(F.silu(norm(whole), inplace=not torch.is_grad_enabled())), emb)
+        skip = self.skip_connection(whole)
+        return h.add_(skip) if not torch.is_grad_enabled() else skip + h
+
+    def _out(self, h: Tensor, emb: Tensor) -> Tensor:
+        """The scale-shift conditioned second half on the first convolution's output h (B, c_out, H, W); by
+        rows where its convolution runs by Winograd (norm, scale-shift and SiLU applied band by band), the
+        result written into h."""
+        in_place = not torch.is_grad_enabled()
         scale, shift = self.emb_layers(emb).type(h.dtype)[:, :, None, None].chunk(2, dim=1)
         norm, _, dropout, conv = self.out_layers
+        if conv.takes_rows(h):
+            norm_scale, norm_shift = norm.scale_shift([h])
+            rows = _activated_rows([h], norm_scale * (1 + scale), norm_shift * (1 + scale) + shift)
+            return conv.forward_rows(lambda start, stop: dropout(rows(start, stop)), h.shape, out=h)
         h = norm(h)
         h = h.mul_(1 + scale).add_(shift) if in_place else h * (1 + scale) + shift
-        h = conv(dropout(F.silu(h, inplace=in_place)))
-        skip = self.skip_connection(x)
-        return h.add_(skip) if in_place else skip + h
+        return conv(dropout(F.silu(h, inplace=in_place)))
+
+    def _add_skip_by_rows(self, h: Tensor, parts: list[Tensor]) -> Tensor:
+        """h + skip_connection(x), x the channel concatenation of `parts`, added into h band by band of
+        rows."""
+        if isinstance(self.skip_connection, nn.Identity):
+            return h.add_(parts[0])
+        step = winograd.band_rows(h.shape[0] * self.skip_connection.in_channels, h.shape[-1])
+        for top in range(0, h.shape[-2], step):
+            band = torch.cat([p[:, :, top : top + step] for p in parts], dim=1)
+            h[:, :, top : top + step].add_(self.skip_connection(band))
+            del band  # before the next band is read
+        return h
+
+
+def _activated_rows(parts: list[Tensor], scale: Tensor, shift: Tensor) -> winograd.RowSource:
+    """Rows of SiLU(x · scale + shift), x (B, C, H, W) the channel concatenation of `parts`, scale and shift
+    (B, C, 1, 1) (a GroupNorm's, `GroupNorm32.scale_shift`, possibly composed with a scale-shift)."""
+
+    def rows(start: int, stop: int) -> Tensor:
+        band = torch.cat([p[:, :, start:stop] for p in parts], dim=1)
+        return F.silu(band.mul_(scale).add_(shift), inplace=True)
+
+    return rows
 
 
 class Downsample(nn.Module):
@@ -72,7 +118,18 @@ class Upsample(nn.Module):
         self.conv = winograd.Conv2d(channels, channels, 3, padding=1)
 
     def forward(self, x: Tensor) -> Tensor:
+        """(B, C, H, W) → (B, C, 2H, 2W); by rows where the convolution runs by Winograd (the upsampled
+        input is never formed whole)."""
+        shape = (*x.shape[:2], 2 * x.shape[2], 2 * x.shape[3])
+        if self.conv.takes_rows(x, shape):
+            return self.conv.forward_rows(functools.partial(_upsampled_rows, x), shape)
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+def _upsampled_rows(x: Tensor, start: int, stop: int) -> Tensor:
+    """Rows start … stop − 1 of x (B, C, H, W) upsampled ×2 by nearest neighbour (row r is x's row r // 2)."""
+    up = F.interpolate(x[:, :, start // 2 : (stop + 1) // 2], scale_factor=2, mode="nearest")
+    return up[:, :, start % 2 : start % 2 + stop - start]
 
 
 class TimestepEmbedSequential(nn.Sequential):
@@ -169,7 +226,10 @@ class UNetModelSwin(nn.Module):
             stack.append(h)
         h = self.middle_block(h, emb)
         for block in self.output_blocks:
-            h = torch.cat([h, stack.pop()], dim=1)
-            for layer in block:  # not `block(cat, emb)`: the call would keep the concatenation alive
-                h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
+            resblock, *rest = block  # not `block(…, emb)`: the call would keep its input alive
+            parts = [h, stack.pop()]
+            del h  # the block takes `parts` over and frees them once read
+            h = resblock(parts, emb)
+            for layer in rest:
+                h = layer(h)
         return self.out(h.type(x.dtype))
