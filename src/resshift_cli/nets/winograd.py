@@ -28,12 +28,13 @@ MIN_PIXELS = 32 * 32
 """Outputs below this many positions per channel stay on the direct convolution: NNPACK transforms the
 kernel at every call, which a 16×16 output no longer repays (640 channels: 107 against 105 GFLOP/s)."""
 
-BAND_BYTES = 8 * 2**20
+BAND_BYTES = 16 * 2**20
 """NNPACK transforms a call's whole input and output at once (64 values per 6×6 tile and channel), in a
 workspace ATen keeps at its largest for the thread's life (150 MB for a 128-channel 288² input, 115 MB for
 the denoiser's 6 → 160-channel first layer on a 256² latent); `convolve` works in bands of rows whose input
-and output rows each hold at most this many bytes, which bounds it (≈ 30 MB; realsr-v3's UNet on a 256²
-latent peaked ~50 MB lower than with 16 MiB bands, at the same speed), at 2 halo rows per band."""
+and output rows each hold at most this many bytes, which bounds it (≈ 60 MB), at 2 halo rows per band.
+8 MiB bands saved another ~50 MB but made the decoder 5 % slower (its 512-channel layers transform their
+kernel once per band)."""
 TILE_ROWS = 6
 """Output rows of one F(6×6, 3×3) tile: bands are a multiple of it, so no tile is computed half empty."""
 
