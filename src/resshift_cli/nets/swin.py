@@ -150,8 +150,8 @@ class Mlp(nn.Module):
         """x + mlp(normed) for (B, C, H, W) inputs, in slices of rows (`CHUNK_ELEMENTS`); the same values as
         in one piece (the MLP is per pixel), with only a slice of its hidden layer alive at a time.
         `in_place`: the sums are written into `x` (the caller owns it; outside autograd only)."""
-        _, _, h, w = x.shape
-        rows = max(1, CHUNK_ELEMENTS // (w * self.fc1.out_channels * x.shape[0]))
+        h = x.shape[2]
+        rows = self._slice_rows(x)
         if rows >= h:
             mlp = self(normed)
             return x.add_(mlp) if in_place and mlp.dtype == x.dtype else x + mlp
@@ -169,12 +169,15 @@ class Mlp(nn.Module):
         """x += mlp(norm(x)) in place, (B, C, H, W), in slices of rows with the normalisation applied slice
         by slice (statistics over the whole of x first): no full-size temporary at all."""
         scale, shift = norm.scale_shift([x])
-        _, _, h, w = x.shape
-        rows = max(1, CHUNK_ELEMENTS // (w * self.fc1.out_channels * x.shape[0]))
-        for top in range(0, h, rows):
+        rows = self._slice_rows(x)
+        for top in range(0, x.shape[2], rows):
             band = x[:, :, top : top + rows]
             band.add_(self(band * scale + shift))
         return x
+
+    def _slice_rows(self, x: Tensor) -> int:
+        """Rows of x (B, C, H, W) per slice: the slice's hidden layer holds about `CHUNK_ELEMENTS` values."""
+        return max(1, CHUNK_ELEMENTS // (x.shape[3] * self.fc1.out_channels * x.shape[0]))
 
 
 class SwinTransformerBlock(nn.Module):

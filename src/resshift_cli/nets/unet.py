@@ -82,7 +82,7 @@ class ResBlock(nn.Module):
             return h.add_(parts[0])
         step = winograd.band_rows(h.shape[0] * self.skip_connection.in_channels, h.shape[-1])
         for top in range(0, h.shape[-2], step):
-            band = torch.cat([p[:, :, top : top + step] for p in parts], dim=1)
+            band = _concatenated_rows(parts, top, top + step)
             h[:, :, top : top + step].add_(self.skip_connection(band))
             del band  # before the next band is read
         return h
@@ -93,10 +93,15 @@ def _activated_rows(parts: list[Tensor], scale: Tensor, shift: Tensor) -> winogr
     (B, C, 1, 1) (a GroupNorm's, `GroupNorm32.scale_shift`, possibly composed with a scale-shift)."""
 
     def rows(start: int, stop: int) -> Tensor:
-        band = torch.cat([p[:, :, start:stop] for p in parts], dim=1)
+        band = _concatenated_rows(parts, start, stop)
         return F.silu(band.mul_(scale).add_(shift), inplace=True)
 
     return rows
+
+
+def _concatenated_rows(parts: list[Tensor], start: int, stop: int) -> Tensor:
+    """Rows start … stop − 1 of the channel concatenation of `parts` ((B, C_k, H, W) each), a new tensor."""
+    return torch.cat([p[:, :, start:stop] for p in parts], dim=1)
 
 
 class Downsample(nn.Module):

@@ -67,9 +67,12 @@ def in_bands(x: Tensor) -> bool:
     with normalisation statistics computed apart (`GroupNorm32.scale_shift`) and sums written in place:
     values equal to the whole-tensor path up to float32 rounding, fewer full-size temporaries. Like
     Winograd itself, never on the exact path."""
-    return (
-        _ENABLED.get() and x.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_grad_enabled()
-    )
+    return _ENABLED.get() and _float32_cpu_inference(x)
+
+
+def _float32_cpu_inference(x: Tensor) -> bool:
+    """Whether `x` is a float32 CPU tensor and autograd is off: what NNPACK and the banded layers need."""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and not torch.is_grad_enabled()
 
 
 def applies(conv: nn.Conv2d, x: Tensor, shape: Sequence[int] | None = None) -> bool:
@@ -85,9 +88,8 @@ def applies(conv: nn.Conv2d, x: Tensor, shape: Sequence[int] | None = None) -> b
         and conv.padding_mode == "zeros"
         and isinstance(conv.padding, tuple)
         and x.dim() == 4
-        and x.device.type == "cpu"
-        and x.dtype == conv.weight.dtype == torch.float32
-        and not torch.is_grad_enabled()
+        and _float32_cpu_inference(x)
+        and conv.weight.dtype == torch.float32
         and height * width >= MIN_PIXELS
     )
 
